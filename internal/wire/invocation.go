@@ -186,7 +186,7 @@ type ServiceBusMessage struct {
 	Body []byte
 
 	MessageID, CorrelationID, SessionID, ContentType, Subject, LockToken, DeadLetterSource, ReplyTo, To, PartitionKey string
-	ReplyToSessionID                                                                                                  string
+	ReplyToSessionID, TransactionPartitionKey                                                                         string
 
 	DeliveryCount  int
 	SequenceNumber int64
@@ -352,7 +352,13 @@ func (m *ServiceBusMessage) readMetadata(md map[string]json.RawMessage) error {
 				continue
 			}
 			for pk, pv := range props {
-				if strings.EqualFold(pk, k) && shadowedBy(v, pv) {
+				if !strings.EqualFold(pk, k) {
+					continue
+				}
+				if _, separate := md[pk]; pk != k && separate {
+					continue // a case-sensitive host kept both keys
+				}
+				if shadowedBy(v, pv) {
 					m.Shadowed = append(m.Shadowed, k)
 					v = nil
 					break
@@ -386,6 +392,7 @@ func (m *ServiceBusMessage) readMetadata(md map[string]json.RawMessage) error {
 	str(&m.To, "To")
 	str(&m.PartitionKey, "PartitionKey")
 	str(&m.ReplyToSessionID, "ReplyToSessionId")
+	str(&m.TransactionPartitionKey, "TransactionPartitionKey")
 	if v := get("DeliveryCount"); v != nil {
 		n, err := DecodeInt(v)
 		if err != nil {
