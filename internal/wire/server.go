@@ -189,7 +189,40 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request, name string, f F
 		writeJSON(w, status, map[string]string{"error": "decoding invocation request: " + err.Error()})
 		return
 	}
-	inv := &Invocation{Function: name, ID: id, Data: env.Data, Metadata: env.Metadata, Logger: logger}
+	inv := NewInvocation(name, id, HostRequest(env), s.logger)
+
+	res, err := s.run(r.Context(), f, inv)
+	dur := time.Since(start).Milliseconds()
+	if err != nil {
+		logger.Error("invocation failed", "error", err, AttrOutcome, "failed", AttrDurationMS, dur)
+		writeJSON(w, http.StatusInternalServerError, map[string]any{"error": err.Error(), "Logs": nonNil(inv.Logs())})
+		return
+	}
+	body, err := encodeResult(res, inv.Logs(), logger)
+	if err != nil {
+		logger.Error("encoding invocation result", "error", err, AttrOutcome, "failed", AttrDurationMS, dur)
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "encoding invocation result: " + err.Error()})
+		return
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
+	logger.Info("invocation succeeded", AttrOutcome, "succeeded", AttrDurationMS, dur)
+}
+
+// NewInvocation builds the Invocation the server passes to a Func from a
+// decoded request: it reads Metadata.sys and Metadata.RetryContext (an
+// unreadable one is logged and left zero) and sets Logger to logger with the
+// function and invocation_id attributes (logger nil: discard). Tests of
+// function code can pair it with TimerPayload, ServiceBusPayload and
+// HTTPPayload to run a Func without HTTP.
+func NewInvocation(function, id string, req HostRequest, logger *slog.Logger) *Invocation {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	logger = logger.With(AttrFunction, function, AttrInvocationID, id)
+	inv := &Invocation{Function: function, ID: id, Data: req.Data, Metadata: req.Metadata, Logger: logger}
 	if inv.Data == nil {
 		inv.Data = map[string]json.RawMessage{}
 	}
@@ -210,25 +243,7 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request, name string, f F
 		}
 		inv.Retry = rc
 	}
-
-	res, err := s.run(r.Context(), f, inv)
-	dur := time.Since(start).Milliseconds()
-	if err != nil {
-		logger.Error("invocation failed", "error", err, AttrOutcome, "failed", AttrDurationMS, dur)
-		writeJSON(w, http.StatusInternalServerError, map[string]any{"error": err.Error(), "Logs": nonNil(inv.Logs())})
-		return
-	}
-	body, err := encodeResult(res, inv.Logs(), logger)
-	if err != nil {
-		logger.Error("encoding invocation result", "error", err, AttrOutcome, "failed", AttrDurationMS, dur)
-		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "encoding invocation result: " + err.Error()})
-		return
-	}
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(body)
-	logger.Info("invocation succeeded", AttrOutcome, "succeeded", AttrDurationMS, dur)
+	return inv
 }
 
 // errPanic marks an invocation that panicked.
