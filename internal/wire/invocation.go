@@ -117,7 +117,7 @@ type TimerInfo struct {
 
 // ScheduleStatus is the monitor state of a timer (useMonitor true).
 type ScheduleStatus struct {
-	Last, Next, LastUpdated time.Time
+	Last, Next, LastUpdated time.Time // UTC
 }
 
 // Timer decodes Data[binding] as a timer trigger value.
@@ -161,9 +161,11 @@ func decodeTimer(raw json.RawMessage) (TimerInfo, error) {
 			dst  *time.Time
 		}{{"Last", &st.Last}, {"Next", &st.Next}, {"LastUpdated", &st.LastUpdated}} {
 			if t, ok := lookup(sm, f.name); ok && !isNull(t) {
-				if *f.dst, err = DecodeTime(t); err != nil {
+				tm, err := DecodeTime(t)
+				if err != nil {
 					return ti, fmt.Errorf("decoding ScheduleStatus.%s: %w", f.name, err)
 				}
+				*f.dst = tm.UTC()
 			}
 		}
 		ti.ScheduleStatus = st
