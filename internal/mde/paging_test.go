@@ -78,10 +78,10 @@ func TestListAlertsPaging(t *testing.T) {
 		wantQueries []string
 	}{
 		{
-			name:  "skip paging",
-			store: &alertStore{n: 25},
-			opts:  ListAlertsOptions{PageSize: 10},
-			want:  wantIDs(0, 25),
+			name:        "skip paging",
+			store:       &alertStore{n: 25},
+			opts:        ListAlertsOptions{PageSize: 10},
+			want:        wantIDs(0, 25),
 			wantQueries: []string{"$top=10", "$top=10&$skip=10", "$top=10&$skip=20"},
 		},
 		{
@@ -127,10 +127,10 @@ func TestListAlertsPaging(t *testing.T) {
 			wantQueries: []string{"$top=3"},
 		},
 		{
-			name:  "overlapping pages are de-duplicated",
-			store: &alertStore{n: 12, dupEvery: true},
-			opts:  ListAlertsOptions{PageSize: 5},
-			want:  wantIDs(0, 12),
+			name:        "overlapping pages are de-duplicated",
+			store:       &alertStore{n: 12, dupEvery: true},
+			opts:        ListAlertsOptions{PageSize: 5},
+			want:        wantIDs(0, 12),
 			wantQueries: []string{"$top=5", "$top=5&$skip=5", "$top=5&$skip=10"},
 		},
 		{
