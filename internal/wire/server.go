@@ -69,6 +69,7 @@ type Server struct {
 	timeout         time.Duration
 	maxBody         int64
 	shutdownTimeout time.Duration
+	abandonGrace    time.Duration
 
 	mu    sync.RWMutex
 	funcs map[string]Func
@@ -98,6 +99,7 @@ func NewServer(opts *ServerOptions) *Server {
 		timeout:         o.InvocationTimeout,
 		maxBody:         o.MaxBodyBytes,
 		shutdownTimeout: o.ShutdownTimeout,
+		abandonGrace:    time.Second,
 		funcs:           map[string]Func{},
 	}
 }
@@ -249,10 +251,6 @@ func NewInvocation(function, id string, req HostRequest, logger *slog.Logger) *I
 // errPanic marks an invocation that panicked.
 var errPanic = errors.New("function panicked")
 
-// abandonGrace is how long run waits for a Func after its context ended
-// before answering without it.
-const abandonGrace = time.Second
-
 // run calls f in its own goroutine, recovering panics and enforcing the
 // invocation timeout even when f ignores its context.
 func (s *Server) run(parent context.Context, f Func, inv *Invocation) (Result, error) {
@@ -291,7 +289,7 @@ func (s *Server) run(parent context.Context, f Func, inv *Invocation) (Result, e
 	select {
 	case o := <-done:
 		return o.res, o.err
-	case <-time.After(abandonGrace):
+	case <-time.After(s.abandonGrace): // how long to wait for a Func after its context ended
 		inv.Logger.Error("function did not return after its context ended; answering without it", "error", ctx.Err())
 		return Result{}, fmt.Errorf("running function: %w", ctx.Err())
 	}
