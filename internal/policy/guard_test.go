@@ -252,16 +252,16 @@ func TestValidateRequestID(t *testing.T) {
 	t.Parallel()
 	for id, ok := range map[string]bool{
 		"iso-da638765432109876543_-1029384756": true,
-		"rel-" + testMachineID + "-1":           true,
-		"a":                                     true,
-		"":                                      false,
-		"-leading":                              false,
-		"iso/../x":                              false,
-		"iso x":                                 false,
-		"iso?x=1":                               false,
-		"iso#x":                                 false,
-		strings.Repeat("a", 161):                false,
-		strings.Repeat("a", 160):                true,
+		"rel-" + testMachineID + "-1":          true,
+		"a":                                    true,
+		"":                                     false,
+		"-leading":                             false,
+		"iso/../x":                             false,
+		"iso x":                                false,
+		"iso?x=1":                              false,
+		"iso#x":                                false,
+		strings.Repeat("a", 161):               false,
+		strings.Repeat("a", 160):               true,
 	} {
 		if err := ValidateRequestID(id); (err == nil) != ok {
 			t.Errorf("ValidateRequestID(%q) = %v, want ok=%v", id, err, ok)
