@@ -195,12 +195,12 @@ func (a *App) lookup(name string) (string, bool) {
 // the host's IConfiguration binding does) ----
 
 type hostJSON struct {
-	Version                     *string         `json:"version"`
-	FunctionTimeout             json.RawMessage `json:"functionTimeout"`
-	CustomHandler               *handlerJSON    `json:"customHandler"`
-	HTTPWorker                  *handlerJSON    `json:"httpWorker"`
-	Retry                       *retryJSON      `json:"retry"`
-	Extensions                  struct {
+	Version         *string         `json:"version"`
+	FunctionTimeout json.RawMessage `json:"functionTimeout"`
+	CustomHandler   *handlerJSON    `json:"customHandler"`
+	HTTPWorker      *handlerJSON    `json:"httpWorker"`
+	Retry           *retryJSON      `json:"retry"`
+	Extensions      struct {
 		HTTP *struct {
 			RoutePrefix *string `json:"routePrefix"`
 		} `json:"http"`
