@@ -48,11 +48,7 @@ func azuriteConnectionString(endpoint string) string {
 // prefix of its own, or skips when AZURITE_TABLE_ENDPOINT is unset.
 func newAzuriteBackend(t *testing.T) *store.TablesBackend {
 	t.Helper()
-	endpoint := os.Getenv("AZURITE_TABLE_ENDPOINT")
-	if endpoint == "" {
-		t.Skip("AZURITE_TABLE_ENDPOINT is not set: run `make test` (it starts Azurite), or " +
-			"`scripts/azurite.sh start && eval \"$(scripts/azurite.sh env)\"` first")
-	}
+	endpoint := requireAzurite(t)
 	var rnd [5]byte
 	if _, err := rand.Read(rnd[:]); err != nil {
 		t.Fatal(err)
@@ -74,8 +70,20 @@ func newAzuriteBackend(t *testing.T) *store.TablesBackend {
 	return b
 }
 
+// requireAzurite returns the Azurite table endpoint or skips the test.
+func requireAzurite(t *testing.T) string {
+	t.Helper()
+	endpoint := os.Getenv("AZURITE_TABLE_ENDPOINT")
+	if endpoint == "" {
+		t.Skip("AZURITE_TABLE_ENDPOINT is not set: run `make test` (it starts Azurite), or " +
+			"`scripts/azurite.sh start && eval \"$(scripts/azurite.sh env)\"` first")
+	}
+	return endpoint
+}
+
 func TestTablesContract(t *testing.T) {
 	t.Parallel()
+	requireAzurite(t)
 	storetest.Run(t, func(t *testing.T) store.Backend { return newAzuriteBackend(t) })
 }
 

@@ -186,7 +186,7 @@ func splitUTF16(s string, max int) []string {
 		if n < 0 { // invalid rune: written as U+FFFD, one unit
 			n = 1
 		}
-		if units+n > max {
+		if units > 0 && units+n > max {
 			parts = append(parts, s[start:i])
 			start, units = i, 0
 		}
