@@ -705,3 +705,56 @@ func ServiceBusOutputMessages(raw json.RawMessage, dataType string) ([][]byte, e
 	}
 	return [][]byte{[]byte(tokenText(b))}, nil
 }
+
+// EffectiveOutputs returns the outputs the host binds (§3.1): Outputs, plus,
+// when the function has no "$return" binding and ReturnValue is a JSON
+// object, ReturnValue's properties copied over them
+// (WorkerFunctionInvoker.HandleOutputDictionary).
+func (r HostResponse) EffectiveOutputs(hasReturnBinding bool) map[string]json.RawMessage {
+	out := make(map[string]json.RawMessage, len(r.Outputs))
+	for k, v := range r.Outputs {
+		out[k] = v
+	}
+	rv := bytes.TrimSpace(r.ReturnValue)
+	if hasReturnBinding || len(rv) == 0 || rv[0] != '{' {
+		return out
+	}
+	var props map[string]json.RawMessage
+	if json.Unmarshal(rv, &props) != nil {
+		return out
+	}
+	for k, v := range props {
+		out[k] = v
+	}
+	return out
+}
+
+// ParseHTTPReturn reads ReturnValue for an http binding named "$return".
+// Unlike a named http output it goes through the generic conversion first
+// (§3.2): a string that .NET can base64-decode becomes the raw body bytes
+// with status 200 (host issue #8352: clients got garbage); a string holding
+// a JSON object and an object are read as by ParseHTTPOutput; any other
+// string or scalar is a 200 with that text as body [inferred].
+func ParseHTTPReturn(raw json.RawMessage) (HTTPOut, error) {
+	b := bytes.TrimSpace(raw)
+	if isNull(b) {
+		return HTTPOut{StatusCode: http.StatusOK, Headers: map[string]string{}}, nil
+	}
+	if b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return HTTPOut{}, fmt.Errorf("%w: %v", ErrHTTPOutputFormat, err)
+		}
+		if dec, ok := dotNetBase64(s); ok {
+			return HTTPOut{StatusCode: http.StatusOK, Headers: map[string]string{}, Body: dec}, nil
+		}
+		if t := strings.TrimSpace(s); strings.HasPrefix(t, "{") && json.Valid([]byte(t)) {
+			return ParseHTTPOutput(json.RawMessage(t))
+		}
+		return HTTPOut{StatusCode: http.StatusOK, Headers: map[string]string{}, Body: []byte(s)}, nil
+	}
+	if b[0] == '{' {
+		return ParseHTTPOutput(b)
+	}
+	return HTTPOut{StatusCode: http.StatusOK, Headers: map[string]string{}, Body: []byte(tokenText(b))}, nil
+}

@@ -245,7 +245,7 @@ func TestLooksLikeBase64(t *testing.T) {
 	for s, want := range map[string]bool{
 		"test": true, "order123": true, "abcd1234": true, "true": true, "": true,
 		"aGVs bG8=": true, "aGVsbG8=\r\n": true, "ab==": true,
-		"order-42": false, "hello": false, "a===": false, "ab=c": false, "{\"a\":1}": false,
+		"not found": true, "order-42": false, "hello": false, "a===": false, "ab=c": false, "{\"a\":1}": false,
 	} {
 		if got := LooksLikeBase64(s); got != want {
 			t.Errorf("LooksLikeBase64(%q) = %v, want %v", s, got, want)
@@ -287,5 +287,55 @@ func TestHTTPResponseHelpers(t *testing.T) {
 	r2 := r.WithOutput("message", map[string]int{"id": 1})
 	if len(r.Outputs) != 1 || len(r2.Outputs) != 2 {
 		t.Errorf("WithOutput changed the original or lost outputs: %v / %v", r.Outputs, r2.Outputs)
+	}
+}
+
+func TestEffectiveOutputs(t *testing.T) {
+	t.Parallel()
+	r := HostResponse{
+		Outputs:     map[string]json.RawMessage{"res": json.RawMessage(`{"statusCode":200}`), "q": json.RawMessage(`"a"`)},
+		ReturnValue: json.RawMessage(`{"q":"from return","extra":1}`),
+	}
+	got := r.EffectiveOutputs(false)
+	if string(got["q"]) != `"from return"` || string(got["extra"]) != `1` || string(got["res"]) != `{"statusCode":200}` {
+		t.Errorf("merged outputs = %v", got)
+	}
+	if string(r.Outputs["q"]) != `"a"` {
+		t.Error("EffectiveOutputs modified Outputs")
+	}
+	if got := r.EffectiveOutputs(true); len(got) != 2 || string(got["q"]) != `"a"` {
+		t.Errorf("with $return binding = %v", got)
+	}
+}
+
+func TestParseHTTPReturn(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		raw    string
+		status int
+		body   string
+	}{
+		{"object", `{"statusCode":404,"body":"not found"}`, 404, "not found"},
+		{"object in a string", `"{\"statusCode\":201}"`, 201, ""},
+		// Host issue #8352: a plain string that is valid base64 is decoded.
+		{"base64 trap", `"test"`, 200, "\xb5\xeb\x2d"},
+		{"plain string", `"not found."`, 200, "not found."},
+		// .NET ignores whitespace: "not found" decodes as "notfound".
+		{"spaces do not protect", `"not found"`, 200, "\x9e\x8b_\xa2\xe9\xdd"},
+		{"number", `5`, 200, "5"},
+		{"null", `null`, 200, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := ParseHTTPReturn(json.RawMessage(tt.raw))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.StatusCode != tt.status || string(got.Body) != tt.body {
+				t.Errorf("got %d %q, want %d %q", got.StatusCode, got.Body, tt.status, tt.body)
+			}
+		})
 	}
 }
