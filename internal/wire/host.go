@@ -758,3 +758,26 @@ func ParseHTTPReturn(raw json.RawMessage) (HTTPOut, error) {
 	}
 	return HTTPOut{StatusCode: http.StatusOK, Headers: map[string]string{}, Body: []byte(tokenText(b))}, nil
 }
+
+// OutputBinding is a declared output binding of a function (function.json).
+type OutputBinding struct {
+	Name, Type, DataType string
+}
+
+// UndeclaredOutputs returns, sorted, the Outputs keys that match no declared
+// output binding. The host ignores them silently (binding names are
+// case-sensitive), so a harness should warn about each (§7).
+func UndeclaredOutputs(outputs map[string]json.RawMessage, declared []OutputBinding) []string {
+	known := make(map[string]bool, len(declared))
+	for _, b := range declared {
+		known[b.Name] = true
+	}
+	var out []string
+	for k := range outputs {
+		if !known[k] {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
+}

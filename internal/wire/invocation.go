@@ -30,6 +30,10 @@ type RetryContext struct {
 }
 
 // Invocation is one decoded "POST /<Function>" request.
+//
+// Sys is informational only: a Service Bus body with a top-level "sys"
+// property replaces Metadata.sys on the host (§2.3), so do not base
+// decisions on it.
 type Invocation struct {
 	Function string // from the URL path
 	ID       string // X-Azure-Functions-InvocationId

@@ -339,3 +339,12 @@ func TestParseHTTPReturn(t *testing.T) {
 		})
 	}
 }
+
+func TestUndeclaredOutputs(t *testing.T) {
+	t.Parallel()
+	outs := map[string]json.RawMessage{"res": nil, "Message": nil, "audit": nil}
+	got := UndeclaredOutputs(outs, []OutputBinding{{Name: "res", Type: "http"}, {Name: "message", Type: "serviceBus"}})
+	if !reflect.DeepEqual(got, []string{"Message", "audit"}) {
+		t.Errorf("UndeclaredOutputs = %v", got)
+	}
+}
