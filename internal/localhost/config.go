@@ -563,7 +563,7 @@ func (a *App) readFunction(name, file string) (*Function, error) {
 	} else {
 		fn.Retry = a.Host.Retry
 	}
-	if len(errs) > 0 {
+	if fn.Trigger == nil {
 		return nil, errors.Join(errs...)
 	}
 
