@@ -297,6 +297,24 @@ func ServiceBusPayload(binding string, m ServiceBusMessage, dataType string, sys
 // isoDate matches the strings Newtonsoft's reader turns into DateTime.
 var isoDate = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,7})?(Z|[+-]\d{2}:\d{2})?$`)
 
+// propertyCast is the (string) cast ApplyBindingData applies to a scalar
+// body property: dotNetString, except that strings Newtonsoft's reader
+// parses as dates come out in invariant-culture DateTime form, UTC clock
+// time [inferred].
+func propertyCast(v json.RawMessage) string {
+	s := dotNetString(v)
+	if len(v) == 0 || v[0] != '"' || !isoDate.MatchString(s) {
+		return s
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t.UTC().Format("01/02/2006 15:04:05")
+	}
+	if t, err := time.Parse("2006-01-02T15:04:05.9999999", s); err == nil {
+		return t.Format("01/02/2006 15:04:05")
+	}
+	return s
+}
+
 // applyBindingData mirrors Utility.ApplyBindingData for a string trigger
 // value: a JSON-object body adds its top-level properties to the metadata.
 func applyBindingData(md map[string]json.RawMessage, body []byte) error {
@@ -322,15 +340,7 @@ func applyBindingData(md map[string]json.RawMessage, body []byte) error {
 		if v[0] == '{' {
 			val = json.RawMessage(v)
 		} else {
-			s := dotNetString(v)
-			if v[0] == '"' && isoDate.MatchString(s) {
-				if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
-					s = t.UTC().Format("01/02/2006 15:04:05")
-				} else if t, err := time.Parse("2006-01-02T15:04:05.9999999", s); err == nil {
-					s = t.Format("01/02/2006 15:04:05")
-				}
-			}
-			val = s
+			val = propertyCast(v)
 		}
 		key := k
 		for existing := range md {

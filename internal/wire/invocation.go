@@ -209,8 +209,10 @@ type ServiceBusMessage struct {
 	// keys (§2.3, Utility.ApplyBindingData): a body {"MessageId":"x"} makes
 	// Metadata.MessageId "x". When the body has such a property and the
 	// metadata value equals what the body would have produced, the value
-	// cannot be trusted: the field is left zero and the key is listed here.
-	// Keys are compared case-insensitively.
+	// cannot be trusted: the key is listed here and the field is taken from
+	// the backcompat alias when that is intact (Label for Subject,
+	// UserProperties for ApplicationProperties, the *Utc forms for the
+	// dates), else left zero. Keys are compared case-insensitively.
 	Shadowed []string
 }
 
@@ -340,11 +342,10 @@ func shadowedBy(meta, prop json.RawMessage) bool {
 	if err != nil {
 		return false
 	}
-	want := dotNetString(prop)
 	if prop[0] == 't' || prop[0] == 'f' {
-		return strings.EqualFold(s, want)
+		return strings.EqualFold(s, dotNetString(prop))
 	}
-	return s == want
+	return s == dotNetString(prop) || s == propertyCast(prop)
 }
 
 func (m *ServiceBusMessage) readMetadata(md map[string]json.RawMessage) error {

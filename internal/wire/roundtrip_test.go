@@ -159,11 +159,18 @@ func TestRoundTripServiceBusShadowedKeys(t *testing.T) {
 		{"spoofed lower case", `{"messageid":"evil","deliveryCount":9}`, "", 0, []string{"MessageId", "DeliveryCount"}},
 		{"no collision", `{"orderId":42}`, "real", 2, nil},
 		{"array property skipped by the host", `{"MessageId":["x"]}`, "real", 2, nil},
+		// The UserProperties alias still holds the real properties.
+		{"object property replaces ApplicationProperties, alias recovers them", `{"ApplicationProperties":{"tenant":"evil"}}`, "real", 2, []string{"ApplicationProperties"}},
+		{"bool property cast to True", `{"SessionId":true}`, "real", 2, []string{"SessionId"}},
+		{"date property (Newtonsoft date cast)", `{"EnqueuedTime":"2030-01-01T00:00:00Z"}`, "real", 2, []string{"EnqueuedTime"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			req, err := ServiceBusPayload("msg", ServiceBusMessage{Body: []byte(tt.body), MessageID: "real", DeliveryCount: 2}, "", sys)
+			req, err := ServiceBusPayload("msg", ServiceBusMessage{
+				Body: []byte(tt.body), MessageID: "real", DeliveryCount: 2, SessionID: "s",
+				ApplicationProperties: map[string]any{"tenant": "contoso"},
+			}, "", sys)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -173,6 +180,17 @@ func TestRoundTripServiceBusShadowedKeys(t *testing.T) {
 			}
 			if got.MessageID != tt.wantID || got.DeliveryCount != tt.wantDelivery {
 				t.Errorf("MessageID, DeliveryCount = %q, %d; want %q, %d", got.MessageID, got.DeliveryCount, tt.wantID, tt.wantDelivery)
+			}
+			for _, k := range tt.wantShadowed {
+				if k == "ApplicationProperties" && got.ApplicationProperties["tenant"] != "contoso" {
+					t.Errorf("ApplicationProperties = %v, want the real ones from UserProperties", got.ApplicationProperties)
+				}
+				if k == "EnqueuedTime" && !got.EnqueuedTime.Equal(sys.UtcNow) {
+					t.Errorf("EnqueuedTime = %v, want the real one from EnqueuedTimeUtc", got.EnqueuedTime)
+				}
+				if k == "SessionId" && got.SessionID != "" {
+					t.Errorf("shadowed SessionId handed out: %q", got.SessionID)
+				}
 			}
 			if !reflect.DeepEqual(got.Shadowed, tt.wantShadowed) {
 				t.Errorf("Shadowed = %v, want %v", got.Shadowed, tt.wantShadowed)

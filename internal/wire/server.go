@@ -297,7 +297,12 @@ func (s *Server) run(parent context.Context, f Func, inv *Invocation) (Result, e
 
 // encodeResult marshals the response envelope: Outputs never null, Logs
 // never null (entries from Invocation.Log first, then Result.Logs).
-func encodeResult(res Result, invLogs []string, logger *slog.Logger) ([]byte, error) {
+func encodeResult(res Result, invLogs []string, logger *slog.Logger) (body []byte, err error) {
+	defer func() { // a panicking MarshalJSON must still give the host a 500
+		if p := recover(); p != nil {
+			body, err = nil, fmt.Errorf("%w while encoding the result: %v", errPanic, p)
+		}
+	}()
 	out := response{Outputs: res.Outputs, Logs: append(invLogs, res.Logs...), ReturnValue: res.ReturnValue}
 	if out.Outputs == nil {
 		out.Outputs = map[string]any{}

@@ -373,6 +373,9 @@ func TestHandleRejectsBadRegistrations(t *testing.T) {
 	s, _ := newTestServer(t, nil)
 	ok := func(ctx context.Context, inv *Invocation) (Result, error) { return Result{}, nil }
 	s.Handle("A", ok)
+	if fns := s.Functions(); len(fns) != 1 || fns[0] != "A" {
+		t.Errorf("Functions = %v", fns)
+	}
 	for _, tc := range []struct {
 		name string
 		fn   string
@@ -393,4 +396,23 @@ func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func readTestdata(name string) ([]byte, error) {
 	return os.ReadFile(filepath.Join("testdata", name))
+}
+
+type panicMarshaler struct{}
+
+func (panicMarshaler) MarshalJSON() ([]byte, error) { panic("bad marshaler") }
+
+// A result whose encoding panics must still be answered with a JSON 500,
+// not a dropped connection.
+func TestServerResultEncodingPanics(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestServer(t, nil)
+	s.Handle("F", func(ctx context.Context, inv *Invocation) (Result, error) {
+		return Result{Outputs: map[string]any{"x": panicMarshaler{}}}, nil
+	})
+	rec := httptest.NewRecorder()
+	s.ServeHTTP(rec, httptest.NewRequest("POST", "/F", strings.NewReader(`{}`)))
+	if rec.Code != 500 || !json.Valid(rec.Body.Bytes()) {
+		t.Errorf("status %d body %s", rec.Code, rec.Body)
+	}
 }
