@@ -16,6 +16,7 @@ import (
 	azlog "github.com/Azure/azure-sdk-for-go/sdk/azcore/log"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 )
 
 // Defaults for ClientOptions.
@@ -289,7 +290,7 @@ func RouteAzcoreLog(logger *slog.Logger) {
 		return
 	}
 	azlog.SetEvents(azlog.EventRequest, azlog.EventResponse, azlog.EventResponseError,
-		azlog.EventRetryPolicy, azlog.Event("Authentication"))
+		azlog.EventRetryPolicy, azidentity.EventAuthentication)
 	azlog.SetListener(func(ev azlog.Event, msg string) {
 		lvl := slog.LevelDebug
 		switch ev {
@@ -299,7 +300,7 @@ func RouteAzcoreLog(logger *slog.Logger) {
 			// "=====> Try=1" on every request: Debug; actual retries stand out
 			// through the response errors at Warn.
 			lvl = slog.LevelDebug
-		case azlog.Event("Authentication"):
+		case azidentity.EventAuthentication:
 			lvl = slog.LevelInfo
 		}
 		if !logger.Enabled(context.Background(), lvl) {
