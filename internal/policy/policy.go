@@ -262,7 +262,19 @@ func Parse(data []byte, source string) (*Policy, error) {
 	}
 
 	p, vproblems := compile(&doc)
-	problems = append(problems, vproblems...)
+	// An unknown action also leaves its item empty; report it once.
+	reported := map[string]bool{}
+	for _, pr := range problems {
+		if fe, ok := pr.(*FieldError); ok && strings.HasPrefix(fe.Msg, "unknown action") {
+			reported[fe.Path] = true
+		}
+	}
+	for _, pr := range vproblems {
+		if fe, ok := pr.(*FieldError); ok && reported[fe.Path] && strings.HasPrefix(fe.Msg, "empty action") {
+			continue
+		}
+		problems = append(problems, pr)
+	}
 	if len(problems) > 0 {
 		return fail(problems...)
 	}
