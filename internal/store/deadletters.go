@@ -18,26 +18,29 @@ const MaxDeadLetterBody = 64 << 10
 // see why and resubmit it.
 type DeadLetter struct {
 	Queue     string `json:"queue"`
+	Function  string `json:"function,omitempty"`
 	MessageID string `json:"messageId"`
 	// Reason is a short stable code ("invalidMessage", "machineNotFound"...);
 	// Error the full error text.
-	Reason        string    `json:"reason"`
-	Error         string    `json:"error,omitempty"`
-	Body          string    `json:"body,omitempty"`
-	BodyTruncated bool      `json:"bodyTruncated,omitempty"`
-	DeliveryCount int       `json:"deliveryCount,omitempty"`
-	Count         int       `json:"count"` // times recorded
-	FirstAt       time.Time `json:"firstAt"`
-	LastAt        time.Time `json:"lastAt"`
-	// ResubmittedAt is set by MarkResubmitted, cleared when the message is
-	// dead-lettered again.
+	Reason        string `json:"reason"`
+	Error         string `json:"error,omitempty"`
+	Body          string `json:"body,omitempty"`
+	BodyTruncated bool   `json:"bodyTruncated,omitempty"`
+	DeliveryCount int    `json:"deliveryCount,omitempty"`
+	Count         int    `json:"count"` // times recorded
+	// At is when it was last recorded, FirstAt the first time.
+	At      time.Time `json:"at"`
+	FirstAt time.Time `json:"firstAt,omitzero"`
+	// Resubmitted, ResubmittedAt and ResubmittedBy are set by
+	// MarkResubmitted and cleared when the message is dead-lettered again.
+	Resubmitted   bool      `json:"resubmitted,omitempty"`
 	ResubmittedAt time.Time `json:"resubmittedAt,omitzero"`
 	ResubmittedBy string    `json:"resubmittedBy,omitempty"`
 }
 
 // Pending reports whether the dead letter was not resubmitted since it was
 // last recorded.
-func (d DeadLetter) Pending() bool { return d.ResubmittedAt.IsZero() }
+func (d DeadLetter) Pending() bool { return !d.Resubmitted && d.ResubmittedAt.IsZero() }
 
 // DeadLetterLog records dead-lettered messages in table "deadletters":
 // partition EscapeKey(queue), row EscapeKey(messageID). Recording the same
@@ -75,9 +78,9 @@ func (l *DeadLetterLog) Record(ctx context.Context, d DeadLetter) (DeadLetter, e
 			count = cur.Count + 1
 		}
 		*cur = DeadLetter{
-			Queue: d.Queue, MessageID: d.MessageID, Reason: d.Reason, Error: d.Error,
+			Queue: d.Queue, Function: d.Function, MessageID: d.MessageID, Reason: d.Reason, Error: d.Error,
 			Body: body, BodyTruncated: cut || d.BodyTruncated, DeliveryCount: d.DeliveryCount,
-			Count: count, FirstAt: first, LastAt: now,
+			Count: count, At: now, FirstAt: first,
 		}
 		return nil
 	})
@@ -119,7 +122,7 @@ func (l *DeadLetterLog) List(ctx context.Context, queue string) ([]DeadLetter, e
 		}
 		out = append(out, d)
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].LastAt.After(out[j].LastAt) })
+	sort.SliceStable(out, func(i, j int) bool { return out[i].At.After(out[j].At) })
 	return out, nil
 }
 
@@ -133,7 +136,7 @@ func (l *DeadLetterLog) MarkResubmitted(ctx context.Context, queue, messageID, b
 		if !exists {
 			return ErrNotFound
 		}
-		cur.ResubmittedAt, cur.ResubmittedBy = now, by
+		cur.Resubmitted, cur.ResubmittedAt, cur.ResubmittedBy = true, now, by
 		return nil
 	})
 	if err != nil {

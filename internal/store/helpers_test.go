@@ -511,7 +511,7 @@ func TestDeadLetterLog(t *testing.T) {
 			t.Fatal(err)
 		}
 		got, err := dl.Get(ctx, "isolations", "iso-da1")
-		if err != nil || got.Pending() || got.ResubmittedBy != "alice@contoso.com" {
+		if err != nil || got.Pending() || !got.Resubmitted || got.ResubmittedBy != "alice@contoso.com" {
 			t.Fatalf("after MarkResubmitted: %+v %v", got, err)
 		}
 		clk.Add(time.Minute)
@@ -519,7 +519,7 @@ func TestDeadLetterLog(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if again.Count != 2 || !again.FirstAt.Equal(first.FirstAt) || !again.LastAt.Equal(clk.Now()) || !again.Pending() || again.Reason != "machineNotFound" {
+		if again.Resubmitted || again.Count != 2 || !again.FirstAt.Equal(first.FirstAt) || !again.At.Equal(clk.Now()) || !again.Pending() || again.Reason != "machineNotFound" {
 			t.Fatalf("second record = %+v", again)
 		}
 		clk.Add(time.Minute)
@@ -549,4 +549,25 @@ func TestDeadLetterLog(t *testing.T) {
 			t.Fatalf("MarkResubmitted of an absent letter created it: %v", err)
 		}
 	})
+}
+
+// TestDeadLetterReadsMinimalRecords pins that records written by other code
+// with the minimal shape {queue,function,messageId,reason,body,
+// deliveryCount,at,resubmitted} (internal/fn's dead letters share the table)
+// are listed with their time and resubmission state.
+func TestDeadLetterReadsMinimalRecords(t *testing.T) {
+	t.Parallel()
+	b := store.NewMemory()
+	raw := `{"queue":"alerts","function":"EnrichAlert","messageId":"alert-da1","reason":"invalid","body":"{}","deliveryCount":3,"at":"2025-01-15T10:00:00Z","resubmitted":true}`
+	if _, err := b.Insert(t.Context(), store.TableDeadLetters, store.Entity{PartitionKey: "alerts", RowKey: "alert-da1", Data: []byte(raw)}); err != nil {
+		t.Fatal(err)
+	}
+	list, err := store.NewDeadLetterLog(b).List(t.Context(), "alerts")
+	if err != nil || len(list) != 1 {
+		t.Fatalf("List = %v, %v", list, err)
+	}
+	d := list[0]
+	if d.Function != "EnrichAlert" || d.DeliveryCount != 3 || d.Pending() || !d.At.Equal(time.Date(2025, 1, 15, 10, 0, 0, 0, time.UTC)) {
+		t.Fatalf("decoded %+v", d)
+	}
 }
