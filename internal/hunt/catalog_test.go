@@ -261,11 +261,22 @@ func TestCheckHandBuilt(t *testing.T) {
 			h.Query = "DeviceEvents | project Timestamp, DeviceName"
 			h.OnHits.RaiseAlerts = &RaiseAlerts{DeviceIDColumn: "DeviceId"}
 		}, APIGraph, "device-column"},
+		{"device column summarized away", func(h *Hunt) {
+			h.Query = "DeviceEvents | summarize count() by DeviceName"
+			h.OnHits.RaiseAlerts = &RaiseAlerts{DeviceIDColumn: "DeviceId"}
+		}, APIGraph, "device-column"},
 		{"negative threshold", func(h *Hunt) { h.TriggerThreshold = -1 }, APIGraph, "bad-trigger"},
 		{"deprecated", func(h *Hunt) { h.Status = "Deprecated" }, APIGraph, "deprecated"},
 	}
 	if ps := Check(base, APIMDE); len(ps) != 0 {
 		t.Fatalf("base hunt has problems: %v", ps)
+	}
+	// project-away keeps the other columns: no device-column warning.
+	away := base
+	away.Query = "DeviceEvents | project-away AdditionalFields"
+	away.OnHits.RaiseAlerts = &RaiseAlerts{DeviceIDColumn: "DeviceId"}
+	if ps := Check(away, APIGraph); len(ps) != 0 {
+		t.Errorf("project-away: %v", ps)
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

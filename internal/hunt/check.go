@@ -121,14 +121,33 @@ func Check(h Hunt, api string) []Problem {
 			add("bad-title-template", false, "mdeflow.onHits.raiseAlerts.titleTemplate: %v", err)
 		}
 		if q := h.Query; q != "" {
-			info := analyzeKQL(q)
-			shapes := info.idents["project"] || info.idents["summarize"]
-			if shapes && !info.idents[ra.DeviceIDColumn] {
+			if reshapesColumns(q) && !analyzeKQL(q).idents[ra.DeviceIDColumn] {
 				add("device-column", true, "raiseAlerts needs column %s but the query projects or summarizes without naming it", ra.DeviceIDColumn)
 			}
 		}
 	}
 	return ps
+}
+
+// reshapesColumns reports whether the query chooses its output columns
+// (project, summarize, distinct), so a column it never names is not in the
+// results. project-away/-rename/-reorder/-keep do not count.
+func reshapesColumns(q string) bool {
+	toks := lexKQL(q)
+	for i, t := range toks {
+		if t.kind != tokIdent || i == 0 || toks[i-1].text != "|" {
+			continue
+		}
+		switch t.text {
+		case "summarize", "distinct":
+			return true
+		case "project":
+			if i+1 >= len(toks) || toks[i+1].text != "-" || t.spaceAfter {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func checkQuery(q, api string) []Problem {

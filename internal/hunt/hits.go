@@ -46,7 +46,7 @@ func Digest(r RunReport, maxRows int) *pipeline.HuntDigest {
 		maxRows = DefaultDigestRows
 	}
 	d := &pipeline.HuntDigest{
-		HuntID: r.HuntID, Name: cleanText(r.Name, maxTitleRunes), Severity: r.Severity, RunAt: r.RanAt,
+		HuntID: r.HuntID, Name: cleanText(r.Name, maxTitleRunes), Severity: cleanText(r.Severity, 32), RunAt: r.RanAt,
 		Columns: append([]string{}, r.Columns...), Rows: []map[string]string{},
 		TotalRows: r.TotalRows, NewRows: len(r.NewRows),
 	}

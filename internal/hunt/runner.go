@@ -131,7 +131,8 @@ var (
 	ErrNotRunnable = errors.New("hunt is not runnable")
 )
 
-// Runner runs the catalog's hunts.
+// Runner runs the catalog's hunts. It is safe for concurrent use, and any
+// number of Runners (processes) may share one store.
 type Runner struct {
 	o        RunnerOptions
 	cat      Catalog
