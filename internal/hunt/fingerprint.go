@@ -65,8 +65,15 @@ func Fingerprint(h Hunt, columns []Column, row map[string]any) string {
 		for _, v := range h.VolatileColumns {
 			skip[v] = true
 		}
+		// The schema's columns and the row's keys: a column the row
+		// leaves out hashes like a null one.
+		for _, c := range columns {
+			if !skip[c.Name] && !IsVolatileColumn(c.Name) {
+				names = append(names, c.Name)
+			}
+		}
 		for name := range row {
-			if !skip[name] && !IsVolatileColumn(name) {
+			if _, inSchema := types[name]; !inSchema && !skip[name] && !IsVolatileColumn(name) {
 				names = append(names, name)
 			}
 		}

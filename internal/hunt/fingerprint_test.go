@@ -61,6 +61,15 @@ func TestFingerprint(t *testing.T) {
 			t.Errorf("%s: same fingerprint", name)
 		}
 	}
+	// A schema column missing from a row hashes like null.
+	withNull := map[string]any{"SHA1": nil}
+	for k, v := range base {
+		withNull[k] = v
+	}
+	cols2 := append(append([]Column{}, cols...), Column{"SHA1", "String"})
+	if Fingerprint(h, cols2, base) != Fingerprint(h, cols2, withNull) {
+		t.Error("missing and null columns hash differently")
+	}
 	// Dynamic values hash the same whatever the key order of the source.
 	a := map[string]any{"AdditionalFields": map[string]any{"a": json.Number("1"), "b": "x"}}
 	b := map[string]any{"AdditionalFields": map[string]any{"b": "x", "a": json.Number("1")}}
