@@ -213,13 +213,21 @@ func MachineInfoOf(m *mde.Machine) *MachineInfo {
 // ActionFollow is the body of the "actions" queue: check a machine action
 // again later (sent with ScheduledEnqueueTime).
 type ActionFollow struct {
-	ActionID  string           `json:"actionId"`
+	// Kind is FollowAction (default) or FollowApprovalExpiry.
+	Kind      string           `json:"kind,omitempty"`
+	ActionID  string           `json:"actionId,omitempty"`
 	MachineID string           `json:"machineId"`
 	RequestID string           `json:"requestId"`
 	Attempt   int              `json:"attempt"`
 	Deadline  time.Time        `json:"deadline"`
 	Request   IsolationRequest `json:"request"`
 }
+
+// Follow-up kinds on the "actions" queue.
+const (
+	FollowAction         = "action"
+	FollowApprovalExpiry = "approvalExpiry"
+)
 
 // Outcome kinds. A guard that refuses to act is Skipped, not an error.
 const (

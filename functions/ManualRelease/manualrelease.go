@@ -1,0 +1,107 @@
+// Package manualrelease is the ManualRelease function (HTTP POST
+// /api/machines/{machine}/release, authLevel function): it releases a machine
+// from isolation, records it in the audit, frees the machine's isolation lock
+// so later alerts are judged afresh, and notifies.
+package manualrelease
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	isolatemachine "github.com/mdeflow/mdeflow/functions/IsolateMachine"
+	manualisolate "github.com/mdeflow/mdeflow/functions/ManualIsolate"
+	"github.com/mdeflow/mdeflow/internal/fn"
+	"github.com/mdeflow/mdeflow/internal/mde"
+	"github.com/mdeflow/mdeflow/internal/pipeline"
+	"github.com/mdeflow/mdeflow/internal/queue"
+	"github.com/mdeflow/mdeflow/internal/store"
+	"github.com/mdeflow/mdeflow/internal/wire"
+)
+
+// Name is the function (folder) name.
+const Name = "ManualRelease"
+
+// Defender is what ManualRelease calls.
+type Defender interface {
+	manualisolate.Machines
+	UnisolateMachine(ctx context.Context, id, comment string) (*mde.MachineAction, error)
+}
+
+// Function is ManualRelease.
+type Function struct {
+	Defender      Defender
+	Store         store.Backend
+	Queue         queue.Sender
+	DryRun        bool
+	PolicyVersion string
+	Channels      []string
+	Now           func() time.Time
+	Logger        *slog.Logger
+}
+
+// Invoke is the wire entry point.
+func (f *Function) Invoke(ctx context.Context, inv *wire.Invocation) (wire.Result, error) {
+	req, err := inv.HTTP("req")
+	if err != nil {
+		return wire.Result{}, fmt.Errorf("decoding http trigger: %w", err)
+	}
+	var b manualisolate.Body
+	if req.HasBody {
+		if err := json.Unmarshal(req.Body, &b); err != nil {
+			return reply(http.StatusBadRequest, map[string]string{"error": "body is not JSON: " + err.Error()}), nil
+		}
+	}
+	if strings.TrimSpace(b.Comment) == "" || strings.TrimSpace(b.Requestor) == "" || len(b.Comment) > 1000 || len(b.Requestor) > 200 {
+		return reply(http.StatusBadRequest, map[string]string{"error": "comment (at most 1000 characters) and requestor (at most 200) are required"}), nil
+	}
+	m, status, msg := manualisolate.Resolve(ctx, f.Defender, req.Params["machine"])
+	if m == nil {
+		return reply(status, map[string]string{"error": msg}), nil
+	}
+	now := f.Now().UTC()
+	requestID := fmt.Sprintf("release-%s-%d", m.ID, now.Unix())
+	out := pipeline.Outcome{Kind: pipeline.OutcomeDryRun, Reason: "dry run: would release " + m.ComputerDNSName, At: now}
+	if !f.DryRun {
+		act, err := f.Defender.UnisolateMachine(ctx, m.ID, "mdeflow manual release by "+b.Requestor+": "+b.Comment)
+		switch {
+		case errors.Is(err, mde.ErrActiveRequestAlreadyExists):
+			out = pipeline.Outcome{Kind: pipeline.OutcomeAccepted, Reason: "a release is already in progress", At: now}
+		case err != nil && fn.IsPermanent(err):
+			return reply(http.StatusUnprocessableEntity, map[string]string{"error": "Defender refused the release: " + err.Error()}), nil
+		case err != nil:
+			return reply(http.StatusBadGateway, map[string]string{"error": "Defender did not answer; retry later"}), nil
+		default:
+			out = pipeline.Outcome{Kind: pipeline.OutcomeAccepted, ActionID: act.ID, ActionStatus: act.Status, Action: act, At: now}
+		}
+		// Later alerts for this machine are judged afresh.
+		k := store.EscapeKey(m.ID)
+		if err := f.Store.Delete(ctx, isolatemachine.LockTable, k, k, ""); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return wire.Result{}, fmt.Errorf("freeing isolation lock of %s: %w", m.ID, err)
+		}
+	}
+	s := isolatemachine.States{Store: f.Store}
+	if err := s.Audit(ctx, isolatemachine.AuditEntry{At: now, RequestID: requestID, MachineID: m.ID, Action: "release",
+		PolicyVersion: f.PolicyVersion, RuleID: "manual", Outcome: out, Manual: true, Requestor: b.Requestor}); err != nil {
+		return wire.Result{}, err
+	}
+	n := pipeline.Notification{ID: "n-" + requestID, Kind: pipeline.NotifyIsolation, Channels: f.Channels,
+		Machine: pipeline.MachineInfoOf(m), Outcome: &out, CreatedAt: now,
+		Decision: &pipeline.Decision{MachineID: m.ID, PolicyVersion: f.PolicyVersion, RuleID: "manual-release",
+			Reason: "release requested by " + b.Requestor + ": " + b.Comment, DecidedAt: now},
+		Text: "The machine was released from isolation on request of " + b.Requestor + "."}
+	body, _ := json.Marshal(n)
+	if err := f.Queue.Send(ctx, queue.Notifications, queue.Message{MessageID: n.ID, CorrelationID: requestID, Subject: n.Kind,
+		ContentType: "application/json", Body: body}); err != nil {
+		f.Logger.Error("enqueueing release notification failed", fn.KeyReason, err.Error())
+	}
+	f.Logger.Info("machine release requested", fn.KeyMachineID, m.ID, fn.KeyOutcome, out.Kind)
+	return reply(http.StatusOK, map[string]any{"machineId": m.ID, "outcome": out}), nil
+}
+
+func reply(status int, v any) wire.Result { return wire.JSONHTTPResponse("res", status, v) }
