@@ -63,7 +63,7 @@ func TestOverlapCatchesLateAlertsOnce(t *testing.T) {
 	now := t0
 	src := &visibleAlerts{now: &now}
 	src.add("da1_ontime", t0.Add(-30*time.Second), t0.Add(-29*time.Second))
-	src.add("da2_late", t0.Add(-20*time.Second), t0.Add(4*time.Minute))    // visible 4m20s after creation
+	src.add("da2_late", t0.Add(-20*time.Second), t0.Add(4*time.Minute))     // visible 4m20s after creation
 	src.add("da3_toolate", t0.Add(-10*time.Second), t0.Add(20*time.Minute)) // beyond the overlap
 	q := queue.NewRecorder()
 	f := &Function{Alerts: src, Store: store.NewMemory(), Queue: q, Overlap: 10 * time.Minute, Lookback: time.Hour,
