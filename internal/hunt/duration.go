@@ -139,11 +139,15 @@ func parseISODuration(s string) (time.Duration, error) {
 	return total, nil
 }
 
-// ISODuration formats d as an ISO-8601 duration ("P1D", "PT1H", "P1DT12H",
-// "PT0.5S"), the form Microsoft Graph runHuntingQuery takes as Timespan.
+// ISODuration formats d as an ISO-8601 duration ("P1D", "PT1H", "P1DT12H"),
+// the form Microsoft Graph runHuntingQuery takes as Timespan. Fractions of
+// a second are rounded up (the API takes whole numbers).
 func ISODuration(d time.Duration) string {
 	if d <= 0 {
 		return "PT0S"
+	}
+	if r := d % time.Second; r != 0 {
+		d += time.Second - r
 	}
 	var b strings.Builder
 	b.WriteString("P")
@@ -165,8 +169,7 @@ func ISODuration(d time.Duration) string {
 		d -= m * time.Minute
 	}
 	if d > 0 {
-		secs := strconv.FormatFloat(d.Seconds(), 'f', -1, 64)
-		fmt.Fprintf(&b, "%sS", secs)
+		fmt.Fprintf(&b, "%dS", d/time.Second)
 	}
 	return b.String()
 }

@@ -73,8 +73,11 @@ func TestISODurationAndKQLTimespan(t *testing.T) {
 		{36 * time.Hour, "P1DT12H", "36h"},
 		{90 * time.Minute, "PT1H30M", "90m"},
 		{30 * time.Second, "PT30S", "30s"},
-		{1500 * time.Millisecond, "PT1.5S", "1500ms"},
+		{61 * time.Second, "PT1M1S", "61s"},
 		{14 * 24 * time.Hour, "P14D", "14d"},
+	}
+	if got := ISODuration(1500 * time.Millisecond); got != "PT2S" {
+		t.Errorf("ISODuration(1.5s) = %q, want whole seconds PT2S", got)
 	}
 	for _, tc := range tests {
 		if got := ISODuration(tc.d); got != tc.iso {
