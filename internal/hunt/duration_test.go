@@ -76,6 +76,9 @@ func TestISODurationAndKQLTimespan(t *testing.T) {
 		{61 * time.Second, "PT1M1S", "61s"},
 		{14 * 24 * time.Hour, "P14D", "14d"},
 	}
+	if got := KQLTimespan(1500 * time.Millisecond); got != "1500ms" {
+		t.Errorf("KQLTimespan(1.5s) = %q", got)
+	}
 	if got := ISODuration(1500 * time.Millisecond); got != "PT2S" {
 		t.Errorf("ISODuration(1.5s) = %q, want whole seconds PT2S", got)
 	}
