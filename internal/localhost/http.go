@@ -253,18 +253,22 @@ func (h *Host) invokeHTTP(ctx context.Context, f *Function, r *http.Request, bod
 			if hb == nil {
 				return nil
 			}
-			raw := resp.Outputs[hb.Name]
+			var out wire.HTTPOut
+			var err error
 			if hb.Name == returnBinding {
-				raw = resp.ReturnValue
+				// ReturnValue goes through the generic conversion (base64 trap).
+				out, err = wire.ParseHTTPReturn(resp.ReturnValue)
+			} else {
+				raw, ok := resp.Outputs[hb.Name]
+				if !ok {
+					// [inferred] the host answers 200 with {} when res is missing.
+					h.log.Warn(fmt.Sprintf("no value for http output %q; answering 200 {}", hb.Name), "function", f.Name, "invocation_id", id)
+					res.header.Set("Content-Type", "application/json; charset=utf-8")
+					res.body = []byte("{}")
+					return nil
+				}
+				out, err = wire.ParseHTTPOutput(raw)
 			}
-			if raw == nil {
-				// [inferred] the host answers 200 with {} when res is missing.
-				h.log.Warn(fmt.Sprintf("no value for http output %q; answering 200 {}", hb.Name), "function", f.Name, "invocation_id", id)
-				res.header.Set("Content-Type", "application/json; charset=utf-8")
-				res.body = []byte("{}")
-				return nil
-			}
-			out, err := wire.ParseHTTPOutput(raw)
 			if err != nil {
 				return fmt.Errorf("http output %s: %w", hb.Name, err)
 			}

@@ -2,7 +2,6 @@ package localhost
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -107,8 +106,9 @@ func (h *Host) call(ctx context.Context, f *Function, id string, req wire.HostRe
 	for _, l := range hr.Logs {
 		h.log.Info(l, "function", f.Name, "invocation_id", id, "source", "function")
 	}
-	h.mergeReturnValue(f, &hr)
 	h.checkOutputs(f, id, hr)
+	// Without a $return binding an object ReturnValue is merged into Outputs.
+	hr.Outputs = hr.EffectiveOutputs(f.binding(returnBinding) != nil)
 	return hr, nil
 }
 
@@ -147,38 +147,25 @@ func (h *Host) roundTrip(ctx context.Context, f *Function, id string, build func
 	return resp, body, nil
 }
 
-// mergeReturnValue applies WorkerFunctionInvoker.HandleOutputDictionary:
-// without a $return binding, an object ReturnValue is copied over Outputs.
-func (h *Host) mergeReturnValue(f *Function, hr *wire.HostResponse) {
-	if hr.ReturnValue == nil || f.binding(returnBinding) != nil {
-		return
-	}
-	var obj map[string]json.RawMessage
-	if json.Unmarshal(hr.ReturnValue, &obj) != nil {
-		return
-	}
-	for k, v := range obj {
-		hr.Outputs[k] = v
-	}
-}
-
 // checkOutputs warns about Outputs keys that match no output binding: the
-// host ignores them silently, which hides typos.
+// host ignores them silently (binding names are case-sensitive), which
+// hides typos.
 func (h *Host) checkOutputs(f *Function, id string, hr wire.HostResponse) {
-	for k := range hr.Outputs {
-		b := f.binding(k)
-		switch {
-		case b != nil && b.Name == k && b.Direction != "in":
-			continue
-		case b != nil && b.Name != k:
-			h.log.Warn(fmt.Sprintf("Outputs key %q matches binding %q only case-insensitively; the host looks binding names up case-sensitively and ignores it", k, b.Name),
-				"function", f.Name, "invocation_id", id)
-		default:
-			h.log.Warn(fmt.Sprintf("Outputs key %q matches no output binding of %s; the host ignores it", k, f.Name),
-				"function", f.Name, "invocation_id", id)
-		}
+	var declared []wire.OutputBinding
+	for _, b := range f.Outputs() {
+		declared = append(declared, wire.OutputBinding{Name: b.Name, Type: b.Type, DataType: b.DataType})
 	}
-	if hr.ReturnValue != nil && f.binding(returnBinding) == nil && !strings.HasPrefix(strings.TrimSpace(string(hr.ReturnValue)), "{") {
+	for _, k := range wire.UndeclaredOutputs(hr.Outputs, declared) {
+		if b := f.binding(k); b != nil && b.Direction != "in" {
+			h.log.Warn(fmt.Sprintf("Outputs key %q matches output binding %q only case-insensitively; the host looks binding names up case-sensitively and ignores it", k, b.Name),
+				"function", f.Name, "invocation_id", id)
+			continue
+		}
+		h.log.Warn(fmt.Sprintf("Outputs key %q matches no output binding of %s; the host ignores it", k, f.Name),
+			"function", f.Name, "invocation_id", id)
+	}
+	rv := strings.TrimSpace(string(hr.ReturnValue))
+	if rv != "" && f.binding(returnBinding) == nil && !strings.HasPrefix(rv, "{") {
 		h.log.Warn("ReturnValue is set but the function has no $return binding; the host ignores it", "function", f.Name, "invocation_id", id)
 	}
 }

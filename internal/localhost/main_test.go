@@ -214,6 +214,16 @@ func (hs *harness) waitIdle(t *testing.T, timeout time.Duration) {
 	}
 }
 
+// waitRecords waits until the handler output holds at least n RECV
+// records of fn (output arrives through a pipe, possibly after the
+// invocation ended) and returns all lines.
+func (hs *harness) waitRecords(t *testing.T, fn string, n int) []string {
+	t.Helper()
+	return hs.out.waitFor(t, 10*time.Second, fmt.Sprintf("%d %s records", n, fn), func(l []string) bool {
+		return len(records(l, "RECV", fn)) >= n
+	})
+}
+
 // logged reports whether a host log line at level has a message containing
 // substr.
 func logged(lines []string, level, substr string) bool {

@@ -51,7 +51,7 @@ type handlerProc struct {
 
 func (p *handlerProc) baseURL() string { return "http://127.0.0.1:" + strconv.Itoa(p.port) }
 
-// kill kills the process (and its process group) once, recording why.
+// kill kills the process (and its process group), recording why.
 func (p *handlerProc) kill(why string) {
 	p.mu.Lock()
 	if p.why == "" {
@@ -59,6 +59,22 @@ func (p *handlerProc) kill(why string) {
 	}
 	p.mu.Unlock()
 	killProcess(p.cmd)
+}
+
+// drop stops handing p to new invocations (it was killed or exited);
+// they wait for the next process instead.
+func (s *supervisor) drop(p *handlerProc) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur != p {
+		return
+	}
+	s.cur = nil
+	select {
+	case <-s.readyCh:
+		s.readyCh = make(chan struct{})
+	default:
+	}
 }
 
 func (p *handlerProc) reason() string {
@@ -283,7 +299,10 @@ func (s *supervisor) acquire(ctx context.Context) (*handlerProc, error) {
 
 // restartAfterTimeout kills p so that the loop starts a new process; all
 // in-flight invocations on p fail.
-func (s *supervisor) restartAfterTimeout(p *handlerProc) { p.kill("timeout") }
+func (s *supervisor) restartAfterTimeout(p *handlerProc) {
+	s.drop(p)
+	p.kill("timeout")
+}
 
 // killCurrent kills the running (or starting) handler with SIGKILL.
 func (s *supervisor) killCurrent() error {
@@ -297,6 +316,7 @@ func (s *supervisor) killCurrent() error {
 		return errors.New("killing handler: no handler process is running")
 	}
 	s.log.Warn("killing handler process", "pid", p.cmd.Process.Pid)
+	s.drop(p)
 	p.kill("kill")
 	return nil
 }
@@ -341,6 +361,7 @@ func (s *supervisor) launch() (*handlerProc, error) {
 	s.log.Info("handler process started", "exe", exe, "args", args, "pid", cmd.Process.Pid, "port", port)
 	go func() {
 		err := cmd.Wait()
+		s.drop(p)
 		cmd.Stdout.(*lineWriter).flush()
 		cmd.Stderr.(*lineWriter).flush()
 		p.exitErr = err

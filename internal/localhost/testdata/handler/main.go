@@ -97,7 +97,7 @@ func invoke(w http.ResponseWriter, r *http.Request) {
 		_ = json.NewEncoder(w).Encode(map[string]any{"Outputs": outputs, "Logs": logs, "ReturnValue": nil})
 	}
 	switch fn {
-	case "Flaky":
+	case "Flaky", "FlakyShort":
 		var rc struct{ RetryCount int }
 		_ = json.Unmarshal(env.Metadata["RetryContext"], &rc)
 		if rc.RetryCount < 2 {
