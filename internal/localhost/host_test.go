@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -577,6 +578,10 @@ func TestHTTPFrontEnd(t *testing.T) {
 	if resp, body := httpDo(t, "GET", base+"/", nil, ""); resp.StatusCode != 200 || !strings.Contains(body, "up and running") {
 		t.Errorf("GET / = %d %q", resp.StatusCode, body)
 	}
+	// Invoke goes through the same path with a synthetic POST.
+	if err := hs.host.Invoke(context.Background(), "Echo", `{"b":2}`); err != nil {
+		t.Errorf("Invoke Echo: %v", err)
+	}
 }
 
 func TestHandlerCrashRestartsAndRedelivers(t *testing.T) {
@@ -836,4 +841,124 @@ func TestAdminInvokeAndStatus(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &st); code != 200 || err != nil || st.State != "Running" || st.Invocations != 2 {
 		t.Errorf("status: %d %s", code, body)
 	}
+}
+
+func TestMaxConcurrentCallsAndChunkedRequests(t *testing.T) {
+	t.Parallel()
+	hs := startHost(t, map[string]string{
+		"host.json": `{"version":"2.0","extensions":{"serviceBus":{"maxConcurrentCalls":2}},
+			"customHandler":{"description":{"defaultExecutablePath":"{{HANDLER}}"}}}`,
+		"Work/function.json": workFn,
+		"Done/function.json": doneFn,
+	}, Options{ChunkedRequests: true})
+	for range 6 {
+		if err := hs.host.Enqueue("work", Message{Body: []byte("sleep:200")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	peak := 0
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	idle := make(chan error, 1)
+	go func() { idle <- hs.host.WaitIdle(ctx) }()
+	for waiting := true; waiting; {
+		select {
+		case err := <-idle:
+			if err != nil {
+				t.Fatal(err)
+			}
+			waiting = false
+		case <-time.After(5 * time.Millisecond):
+			peak = max(peak, hs.host.Stats().Running)
+		}
+	}
+	if peak != 2 {
+		t.Errorf("peak concurrency = %d, want maxConcurrentCalls = 2", peak)
+	}
+	lines := hs.waitRecords(t, "Work", 6)
+	for _, r := range records(lines, "RECV", "Work") {
+		if r.ContentLength != -1 {
+			t.Errorf("ContentLength = %d, want -1 (chunked)", r.ContentLength)
+		}
+	}
+}
+
+// TestStopLeavesNoGoroutines runs every kind of work, stops the host and
+// checks that none of its goroutines (nor HTTP connections) survive.
+func TestStopLeavesNoGoroutines(t *testing.T) {
+	// Not parallel: it inspects all goroutines (parallel tests are paused
+	// while it runs).
+	hs := &harness{out: newLineLog(), logs: newLineLog()}
+	root := writeApp(t, map[string]string{
+		"host.json":          `{"version":"2.0","customHandler":{"description":{"defaultExecutablePath":"{{HANDLER}}"},"enableForwardingHttpRequest":true}}`,
+		"Tick/function.json": `{"bindings":[{"name":"t","type":"timerTrigger","direction":"in","schedule":"* * * * * *"}]}`,
+		"Work/function.json": workFn,
+		"Done/function.json": doneFn,
+		"Open/function.json": `{"bindings":[{"name":"req","type":"httpTrigger","direction":"in","authLevel":"anonymous","route":"open"},{"name":"res","type":"http","direction":"out"}]}`,
+	})
+	h, err := New(Options{AppRoot: root, HandlerOutput: hs.out, Settings: map[string]string{"ServiceBusConnection": "x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs.host = h
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := h.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Enqueue("work", Message{Body: []byte("out:z"), ScheduledEnqueueTime: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Enqueue("work", Message{Body: []byte("sleep:5000")}); err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{}
+	resp, err := client.Get(h.URL() + "/api/open")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	client.CloseIdleConnections()
+	hs.waitRecords(t, "Tick", 1)
+	hs.waitRecords(t, "Work", 1)
+
+	if len(leakedGoroutines()) == 0 {
+		t.Fatal("the goroutine check sees nothing while the host runs; it would not catch a leak")
+	}
+	stopCtx, stopCancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer stopCancel()
+	// The 5 s invocation outlives the drain period: Stop reports it, kills
+	// the handler and releases the message.
+	if err := h.Stop(stopCtx); err == nil || !strings.Contains(err.Error(), "running invocation") {
+		t.Errorf("Stop = %v, want the drain timeout reported", err)
+	}
+	if q := h.Stats().Queues; q[slices.IndexFunc(q, func(s QueueStats) bool { return s.Name == "work" })].Active != 1 {
+		t.Errorf("the interrupted message was not released: %+v", q)
+	}
+	eventually(t, 5*time.Second, "the host goroutines to end", func() bool { return len(leakedGoroutines()) == 0 })
+	if err := h.Invoke(ctx, "Tick", ""); !errors.Is(err, ErrHostStopped) {
+		t.Errorf("Invoke after Stop = %v", err)
+	}
+}
+
+// leakedGoroutines returns the stacks of goroutines running code of this
+// package (outside tests) or holding HTTP client connections.
+func leakedGoroutines() []string {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var out []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		mine := false
+		for _, line := range strings.Split(g, "\n") {
+			line = strings.TrimSpace(line)
+			if strings.Contains(line, "/internal/localhost/") && !strings.Contains(line, "_test.go") {
+				mine = true
+			}
+		}
+		if mine || strings.Contains(g, "net/http.(*persistConn)") {
+			out = append(out, g)
+		}
+	}
+	return out
 }
