@@ -1,6 +1,6 @@
 // Package runhunt is the RunHunt function (HTTP POST /api/hunts/{id}/run,
 // authLevel function): it runs one hunt of the catalog now, whatever its
-// schedule, and publishes its findings like ScheduledHunt.
+// schedule, and publishes its new findings like ScheduledHunt.
 package runhunt
 
 import (
@@ -11,9 +11,7 @@ import (
 	"net/http"
 	"time"
 
-	scheduledhunt "github.com/mdeflow/mdeflow/functions/ScheduledHunt"
 	"github.com/mdeflow/mdeflow/internal/hunt"
-	"github.com/mdeflow/mdeflow/internal/queue"
 	"github.com/mdeflow/mdeflow/internal/wire"
 )
 
@@ -22,18 +20,20 @@ const Name = "RunHunt"
 
 // Runner runs one hunt.
 type Runner interface {
-	scheduledhunt.Runner
 	RunOne(ctx context.Context, huntID string, now time.Time) (hunt.RunReport, error)
+}
+
+// Publisher publishes a run's findings.
+type Publisher interface {
+	Publish(ctx context.Context, r hunt.RunReport) error
 }
 
 // Function is RunHunt.
 type Function struct {
-	Runner   Runner
-	Queue    queue.Sender
-	Channels []string
-	MaxRows  int
-	Now      func() time.Time
-	Logger   *slog.Logger
+	Runner    Runner
+	Publisher Publisher
+	Now       func() time.Time
+	Logger    *slog.Logger
 }
 
 type reply struct {
@@ -51,17 +51,17 @@ func (f *Function) Invoke(ctx context.Context, inv *wire.Invocation) (wire.Resul
 		return wire.Result{}, fmt.Errorf("decoding http trigger: %w", err)
 	}
 	id := req.Params["id"]
-	if _, ok := f.Runner.Hunt(id); !ok {
-		return wire.JSONHTTPResponse("res", http.StatusNotFound, reply{HuntID: "", Error: "no hunt has this id"}), nil
-	}
 	r, err := f.Runner.RunOne(ctx, id, f.Now().UTC())
-	if err != nil && !errors.Is(err, r.Err) {
-		return wire.Result{}, err
+	switch {
+	case errors.Is(err, hunt.ErrUnknownHunt):
+		return wire.JSONHTTPResponse("res", http.StatusNotFound, reply{Error: "no hunt has this id"}), nil
+	case errors.Is(err, hunt.ErrNotRunnable):
+		return wire.JSONHTTPResponse("res", http.StatusUnprocessableEntity, reply{HuntID: id, Error: err.Error()}), nil
+	case err != nil:
+		f.Logger.Warn("on-demand hunt failed", "hunt_id", id, "reason", err.Error())
+		return wire.JSONHTTPResponse("res", http.StatusBadGateway, reply{HuntID: id, Error: "the hunting API failed; see the logs"}), nil
 	}
-	if r.Err != nil {
-		return wire.JSONHTTPResponse("res", http.StatusBadGateway, reply{HuntID: id, Error: r.Err.Error()}), nil
-	}
-	if err := scheduledhunt.Publish(ctx, f.Queue, f.Runner, r, f.Channels, f.MaxRows, f.Logger); err != nil {
+	if err := f.Publisher.Publish(ctx, r); err != nil {
 		return wire.Result{}, err
 	}
 	return wire.JSONHTTPResponse("res", http.StatusOK, reply{HuntID: id, TotalRows: r.TotalRows, NewRows: len(r.NewRows), Skipped: r.Skipped}), nil

@@ -4,6 +4,10 @@
 // out as one digest notification per run and, when the hunt says so, as one
 // alert per device on the "alerts" queue, where they meet the same policy and
 // guards as any Defender alert.
+//
+// The Publisher is the runner's publish hook: it runs before a slot is
+// marked done, so a crash between the query and the notification makes the
+// slot run again instead of losing its findings.
 package scheduledhunt
 
 import (
@@ -23,20 +27,16 @@ import (
 // Name is the function (folder) name.
 const Name = "ScheduledHunt"
 
-// Runner runs hunts.
+// Runner runs the due hunts (and publishes through its hook).
 type Runner interface {
 	RunDue(ctx context.Context, now time.Time) ([]hunt.RunReport, error)
-	Hunt(id string) (hunt.Hunt, bool)
 }
 
 // Function is ScheduledHunt.
 type Function struct {
-	Runner   Runner
-	Queue    queue.Sender
-	Channels []string
-	MaxRows  int
-	Now      func() time.Time
-	Logger   *slog.Logger
+	Runner Runner
+	Now    func() time.Time
+	Logger *slog.Logger
 }
 
 // Invoke is the wire entry point.
@@ -49,42 +49,58 @@ func (f *Function) Invoke(ctx context.Context, inv *wire.Invocation) (wire.Resul
 		return wire.Result{}, err
 	}
 	for _, r := range reps {
-		if err := Publish(ctx, f.Queue, f.Runner, r, f.Channels, f.MaxRows, f.Logger); err != nil {
-			return wire.Result{}, err
+		if r.Err != nil {
+			f.Logger.Warn("hunt failed; retried later", fn.KeyHuntID, r.HuntID, fn.KeyReason, r.Err.Error(), "next_retry", r.NextRetry)
 		}
 		inv.Log(fmt.Sprintf("hunt %s: rows=%d new=%d skipped=%q", r.HuntID, r.TotalRows, len(r.NewRows), r.Skipped))
 	}
 	return wire.Result{}, nil
 }
 
-// Publish sends a run's digest and device alerts. Message ids derive from the
-// hunt id and run time, so a replayed run publishes nothing twice.
-func Publish(ctx context.Context, q queue.Sender, rn Runner, r hunt.RunReport, channels []string, maxRows int, log *slog.Logger) error {
-	if r.Err != nil {
-		log.Warn("hunt failed; retried later", fn.KeyHuntID, r.HuntID, fn.KeyReason, r.Err.Error())
+// Catalog finds a hunt by id.
+type Catalog interface {
+	Get(id string) (hunt.Hunt, bool)
+}
+
+// Publisher sends a run's digest and device alerts. Message ids derive from
+// the hunt id and slot, so a replayed run publishes nothing twice.
+type Publisher struct {
+	Queue    queue.Sender
+	Catalog  Catalog
+	Channels []string
+	MaxRows  int
+	Logger   *slog.Logger
+}
+
+// Publish implements the runner's publish hook.
+func (p *Publisher) Publish(ctx context.Context, r hunt.RunReport) error {
+	digest := hunt.Digest(r, p.MaxRows)
+	if digest == nil {
 		return nil
 	}
-	if len(r.NewRows) == 0 {
-		return nil
+	slot := r.Slot.UTC().Format("20060102T150405")
+	if r.Manual {
+		slot = "manual-" + r.RanAt.UTC().Format("20060102T150405")
 	}
-	slot := r.RanAt.UTC().Format("20060102T150405")
-	n := pipeline.Notification{ID: "n-hunt-" + r.HuntID + "-" + slot, Kind: pipeline.NotifyHunt, Channels: channels,
-		Hunt: hunt.Digest(r, maxRows), CreatedAt: r.RanAt}
-	body, err := json.Marshal(n)
-	if err != nil {
-		return err
+	h, ok := p.Catalog.Get(r.HuntID)
+	if !ok || h.OnHits.Notify {
+		n := pipeline.Notification{ID: "n-hunt-" + r.HuntID + "-" + slot, Kind: pipeline.NotifyHunt, Channels: p.Channels,
+			Hunt: digest, CreatedAt: r.RanAt}
+		body, err := json.Marshal(n)
+		if err != nil {
+			return err
+		}
+		if err := p.Queue.Send(ctx, queue.Notifications, queue.Message{MessageID: n.ID, CorrelationID: r.HuntID, Subject: n.Kind,
+			ContentType: "application/json", Body: body}); err != nil {
+			return fmt.Errorf("sending digest of hunt %s: %w", r.HuntID, err)
+		}
 	}
-	if err := q.Send(ctx, queue.Notifications, queue.Message{MessageID: n.ID, CorrelationID: r.HuntID, Subject: n.Kind,
-		ContentType: "application/json", Body: body}); err != nil {
-		return fmt.Errorf("sending digest of hunt %s: %w", r.HuntID, err)
-	}
-	h, ok := rn.Hunt(r.HuntID)
 	if !ok {
 		return nil
 	}
 	alerts, skipped := hunt.DeviceAlerts(h, r, r.RanAt)
 	if len(skipped) > 0 {
-		log.Warn("hunt rows without a valid device id raised no alert", fn.KeyHuntID, r.HuntID, fn.KeyCount, len(skipped))
+		p.Logger.Warn("hunt rows without a valid device id raised no alert", fn.KeyHuntID, r.HuntID, fn.KeyCount, len(skipped))
 	}
 	msgs := make([]queue.Message, 0, len(alerts))
 	for _, a := range alerts {
@@ -96,10 +112,10 @@ func Publish(ctx context.Context, q queue.Sender, rn Runner, r hunt.RunReport, c
 			ContentType: "application/json", Body: b, Properties: map[string]any{"source": "hunt", "hunt": r.HuntID}})
 	}
 	if len(msgs) > 0 {
-		if err := q.Send(ctx, queue.Alerts, msgs...); err != nil {
+		if err := p.Queue.Send(ctx, queue.Alerts, msgs...); err != nil {
 			return fmt.Errorf("raising alerts of hunt %s: %w", r.HuntID, err)
 		}
-		log.Info("hunt raised device alerts", fn.KeyHuntID, r.HuntID, fn.KeyCount, len(msgs))
+		p.Logger.Info("hunt raised device alerts", fn.KeyHuntID, r.HuntID, fn.KeyCount, len(msgs))
 	}
 	return nil
 }

@@ -94,6 +94,13 @@ type RunnerOptions struct {
 	RetryMax  time.Duration
 	// Instance names this process in claims (default host-pid).
 	Instance string
+	// Publish, when set, is called with each scheduled run's report that has
+	// new rows, before the slot is marked done. An error fails the run: the
+	// slot is retried and its findings count as new again, so a crash or a
+	// failed send between the query and the notification loses nothing
+	// (publishers use deterministic message ids, so a replay is dropped as
+	// a duplicate downstream).
+	Publish func(ctx context.Context, rep RunReport) error
 	// Clock measures run durations (default time.Now).
 	Clock  func() time.Time
 	Logger *slog.Logger
@@ -309,6 +316,11 @@ func (r *Runner) RunDue(ctx context.Context, now time.Time) ([]RunReport, error)
 		}
 		runs++
 		rep, waitErr := r.execute(ctx, c.h, c.slot, now, false)
+		if r.o.Publish != nil && waitErr == nil && rep.Err == nil && len(rep.NewRows) > 0 {
+			if err := r.o.Publish(ctx, rep); err != nil {
+				rep.Err = fmt.Errorf("publishing findings of hunt %s: %w", c.h.ID, err)
+			}
+		}
 		r.finish(ctx, c, cl, etag, &rep, waitErr, now)
 		reports = append(reports, rep)
 		r.logReport(rep)

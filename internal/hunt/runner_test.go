@@ -687,3 +687,47 @@ func TestNewRunnerValidation(t *testing.T) {
 		t.Errorf("defaults: %+v %v", r.o, err)
 	}
 }
+
+// TestRunDuePublishFailureRetriesSlot pins the publish hook: when sending
+// the findings fails (or the process dies before it returns), the slot is
+// not done, and its retry reports the same rows again, so none is lost.
+func TestRunDuePublishFailureRetriesSlot(t *testing.T) {
+	t.Parallel()
+	st := store.NewMemory()
+	defer st.Close()
+	fh := newFakeHunting(t0)
+	fh.add(event{at: t0.Add(-5 * time.Minute), device: devA, file: "procdump64.exe", cmd: "procdump64.exe -ma lsass.exe a.dmp", report: 1})
+	var published [][]string
+	fail := true
+	pub := func(_ context.Context, rep RunReport) error {
+		if fail {
+			return errors.New("queue unavailable")
+		}
+		published = append(published, commandLines(rep.NewRows))
+		return nil
+	}
+	h := testHunt("lsass", "procdump64.exe", time.Hour, time.Hour)
+	r := newTestRunner(t, st, fh, RunnerOptions{Publish: pub}, h)
+	ctx := context.Background()
+	reps, err := r.RunDue(ctx, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := reportFor(t, reps, "lsass")
+	if rep.Err == nil || rep.NextRetry.IsZero() || len(published) != 0 {
+		t.Fatalf("failed publish: err=%v next=%v published=%v", rep.Err, rep.NextRetry, published)
+	}
+	fail = false
+	retryAt := rep.NextRetry.Add(time.Second)
+	fh.setNow(retryAt)
+	reps, err = r.RunDue(ctx, retryAt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep := reportFor(t, reps, "lsass"); rep.Err != nil {
+		t.Fatalf("retry: %v", rep.Err)
+	}
+	if len(published) != 1 || len(published[0]) != 1 || published[0][0] != "procdump64.exe -ma lsass.exe a.dmp" {
+		t.Fatalf("published = %v, want the row once, on the retry", published)
+	}
+}
