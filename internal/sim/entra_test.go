@@ -256,4 +256,3 @@ func TestDiscoveryDocuments(t *testing.T) {
 		t.Errorf("instance discovery: %d %s", inst.status, inst.body)
 	}
 }
-

@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"io"
 	"math/big"
 	"net/http"
@@ -214,3 +215,5 @@ type jsonNumber = json.Number
 type x509Certificate = x509.Certificate
 
 func bufCopy(dst io.Writer, src io.Reader) (int64, error) { return io.Copy(dst, src) }
+
+func asResponseError(err error, target **azcore.ResponseError) bool { return errors.As(err, target) }

@@ -53,7 +53,7 @@ func (e *HuntError) Error() string { return e.Code + ": " + e.Message }
 // Ids of notable machines of SampleTenant.
 const (
 	// SampleHotMachineID is ws-fin-0142: three High alerts (LSASS access,
-	// ransomware behaviour, the HTML-titled SmartScreen alert) and one Medium.
+	// ransomware behaviour, the HTML-titled SmartScreen alert) and two Medium.
 	SampleHotMachineID = "fbb1e330f25d45f593c9b07bfcf71c87a2964367"
 	// SampleProtectedMachineID is dc01, a domain controller tagged "protected"
 	// in rbac group "Tier0-Servers", with one High alert (ntdsutil).
