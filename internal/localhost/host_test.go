@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -118,16 +121,12 @@ func TestTimerFiresWithExactPayload(t *testing.T) {
 			start = l
 		}
 	}
-	var pid, port, lport int
-	var worker, lworker, root, runtime, args, setting string
-	if _, err := fmt.Sscanf(start, "START pid=%d port=%d legacy_port=%d worker=%s legacy_worker=%s root=%s runtime=%s args=%s setting=%s",
-		&pid, &port, &lport, &worker, &lworker, &root, &runtime, &args, &setting); err != nil {
-		t.Fatalf("parsing %q: %v", start, err)
-	}
-	if port == 0 || port != lport || worker != lworker || root != hs.host.App().Root || runtime != "custom" || setting != "from-settings" {
+	env := parseStart(t, start)
+	if env.port == 0 || env.port != env.legacyPort || env.worker != env.legacyWorker || env.root != hs.host.App().Root ||
+		env.runtime != "custom" || env.setting != "from-settings" || env.cwd != env.root {
 		t.Errorf("handler environment: %s", start)
 	}
-	mustUUID(t, "worker id", worker)
+	mustUUID(t, "worker id", env.worker)
 
 	logs, _ := hs.logs.snapshot()
 	for _, c := range []struct{ level, msg string }{
@@ -143,6 +142,84 @@ func TestTimerFiresWithExactPayload(t *testing.T) {
 	}
 	if st, ok := hs.host.TimerStatus("Tick"); !ok || st.Last.IsZero() || !st.Next.After(st.Last) {
 		t.Errorf("TimerStatus = %+v, %v", st, ok)
+	}
+}
+
+type startLine struct {
+	pid, port, legacyPort                                   int
+	worker, legacyWorker, root, runtime, args, setting, cwd string
+}
+
+func parseStart(t *testing.T, line string) startLine {
+	t.Helper()
+	kv := map[string]string{}
+	for _, f := range strings.Fields(strings.TrimPrefix(line, "START ")) {
+		k, v, _ := strings.Cut(f, "=")
+		kv[k] = v
+	}
+	num := func(k string) int {
+		n, err := strconv.Atoi(kv[k])
+		if err != nil {
+			t.Fatalf("START line %q: %s: %v", line, k, err)
+		}
+		return n
+	}
+	return startLine{
+		pid: num("pid"), port: num("port"), legacyPort: num("legacy_port"),
+		worker: kv["worker"], legacyWorker: kv["legacy_worker"], root: kv["root"], runtime: kv["runtime"],
+		args: kv["args"], setting: kv["setting"], cwd: kv["cwd"],
+	}
+}
+
+// TestHandlerCommandLine launches a handler found relative to the app root
+// with expanded arguments and a relative working directory.
+func TestHandlerCommandLine(t *testing.T) {
+	t.Parallel()
+	bin, err := os.ReadFile(handlerBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := writeApp(t, map[string]string{
+		"host.json": `{"version":"2.0","customHandler":{"description":{"defaultExecutablePath":"bin/handler","workingDirectory":"data",
+			"arguments":["--port=%FUNCTIONS_CUSTOMHANDLER_PORT%","%LOCALHOST_UNSET_VAR%","--mode=%TEST_SETTING%"],"workerArguments":["--last"]}}}`,
+		"data/.keep": "",
+	})
+	if err := os.MkdirAll(filepath.Join(root, "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "bin", "handler"), bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out := newLineLog()
+	h, err := New(Options{AppRoot: root, HandlerOutput: out, Settings: map[string]string{"TEST_SETTING": "fast"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := h.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = h.Stop(ctx) }()
+	isStart := func(l string) bool { return strings.HasPrefix(l, "START ") }
+	lines := out.waitFor(t, 10*time.Second, "the START line", func(l []string) bool { return slices.IndexFunc(l, isStart) >= 0 })
+	s := parseStart(t, lines[slices.IndexFunc(lines, isStart)])
+	if want := fmt.Sprintf("--port=%d,--mode=fast,--last", s.port); s.args != want || s.cwd != filepath.Join(root, "data") {
+		t.Errorf("args %q cwd %q; want %q and %s", s.args, s.cwd, want, filepath.Join(root, "data"))
+	}
+}
+
+func TestLaunchFailureShutsDown(t *testing.T) {
+	t.Parallel()
+	h, _ := newHost(t, map[string]string{
+		"host.json":      `{"version":"2.0","customHandler":{"description":{"defaultExecutablePath":"not-executable"}}}`,
+		"not-executable": "just text",
+	}, Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := h.Start(ctx)
+	if !errors.Is(err, ErrTooManyErrors) || !strings.Contains(err.Error(), "permission denied") {
+		t.Errorf("Start = %v", err)
 	}
 }
 

@@ -104,7 +104,6 @@ type supervisor struct {
 	fatal    error // set once: ErrHandlerExited, ErrTooManyErrors (wrapped), ErrHostStopped
 	fatalCh  chan struct{}
 	errs     []time.Time
-	restarts int
 	launches int
 	firstErr chan error // first readiness outcome, for Start
 }
@@ -193,11 +192,9 @@ func (s *supervisor) run(ctx context.Context) {
 		switch why := p.reason(); {
 		case why == "timeout":
 			s.log.Warn("handler restarted after a function timeout", "pid", p.cmd.Process.Pid)
-			s.countRestart()
 			continue
 		case why == "kill" && s.skipKills:
 			s.log.Warn("handler was killed; restarting (not counted as an error)", "pid", p.cmd.Process.Pid)
-			s.countRestart()
 			continue
 		case p.exitCode == 0 && why == "":
 			s.log.Error("handler exited with code 0; the host does not restart it", "pid", p.cmd.Process.Pid)
@@ -207,14 +204,7 @@ func (s *supervisor) run(ctx context.Context) {
 		if s.workerError(fmt.Errorf("handler process %d exited: %v", p.cmd.Process.Pid, p.exitErr)) {
 			return
 		}
-		s.countRestart()
 	}
-}
-
-func (s *supervisor) countRestart() {
-	s.mu.Lock()
-	s.restarts++
-	s.mu.Unlock()
 }
 
 func (s *supervisor) unready() {
@@ -321,10 +311,13 @@ func (s *supervisor) killCurrent() error {
 	return nil
 }
 
+// stats returns how often the handler was restarted (every launch after
+// the first: after a crash, a kill, a readiness or a function timeout) and
+// launched.
 func (s *supervisor) stats() (restarts, launches int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.restarts, s.launches
+	return max(s.launches-1, 0), s.launches
 }
 
 // launch starts one handler process as HttpWorkerProcess does.

@@ -30,10 +30,11 @@ import (
 
 func main() {
 	port := os.Getenv("FUNCTIONS_CUSTOMHANDLER_PORT")
-	fmt.Printf("START pid=%d port=%s legacy_port=%s worker=%s legacy_worker=%s root=%s runtime=%s args=%q setting=%s\n",
+	cwd, _ := os.Getwd()
+	fmt.Printf("START pid=%d port=%s legacy_port=%s worker=%s legacy_worker=%s root=%s runtime=%s args=%s setting=%s cwd=%s\n",
 		os.Getpid(), port, os.Getenv("FUNCTIONS_HTTPWORKER_PORT"), os.Getenv("FUNCTIONS_CUSTOMHANDLER_WORKER_ID"),
 		os.Getenv("FUNCTIONS_HTTPWORKER_ID"), os.Getenv("FUNCTIONS_APP_ROOT_PATH"), os.Getenv("FUNCTIONS_WORKER_RUNTIME"),
-		os.Args[1:], os.Getenv("TEST_SETTING"))
+		strings.Join(os.Args[1:], ","), os.Getenv("TEST_SETTING"), cwd)
 	fmt.Fprintln(os.Stderr, "a warning line from the handler")
 	fmt.Fprintln(os.Stderr, "an error line from the handler")
 	switch os.Getenv("HANDLER_MODE") {
