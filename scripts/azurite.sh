@@ -108,7 +108,7 @@ cmd_start() {
 		--inMemoryPersistence \
 		--tableHost 127.0.0.1 --tablePort "$port" \
 		--skipApiVersionCheck --loose --disableTelemetry \
-		</dev/null >"$log_file" 2>&1) &
+		</dev/null >"$log_file" 2>&1 9>&-) &
 	local pid=$!
 	echo "$pid" >"$pid_file"
 	echo "$port" >"$port_file"
@@ -169,9 +169,24 @@ cmd_status() {
 	return 1
 }
 
+# lock: serialise start/stop of concurrent callers (e.g. parallel make jobs).
+lock() {
+	mkdir -p "$dir"
+	if command -v flock >/dev/null; then
+		exec 9>"$dir/.lock"
+		flock -w 120 9 || die "another azurite.sh holds $dir/.lock"
+	fi
+}
+
 case "${1:-}" in
-start) cmd_start ;;
-stop) cmd_stop ;;
+start)
+	lock
+	cmd_start
+	;;
+stop)
+	lock
+	cmd_stop
+	;;
 env) cmd_env ;;
 status) cmd_status ;;
 *)
