@@ -11,6 +11,26 @@
 // Behaviour follows /work/shared/reference/functions-custom-handler-protocol.md
 // (§1 configuration and process lifecycle, §4 errors, timeouts and retries,
 // §5 function.json, §7 harness spec).
+//
+// # Front end
+//
+// HTTP functions answer on /{routePrefix}/{route} (route defaults to the
+// function name) after the method and the authLevel check: "function" and
+// "admin" need the function key or the master key ("admin": master only) in
+// the "code" query parameter or the x-functions-key header, else 401.
+// Everything under /admin needs the master key:
+//
+//	GET  /admin/host/status                              handler state and counters
+//	POST /admin/functions/{name}         {"input":"…"}   202; fires a timer, enqueues input for a queue trigger, POSTs it to an HTTP trigger
+//	GET  /admin/queues                                   per queue: active, scheduled, inFlight, deadLettered, completed, …
+//	POST /admin/queues/{queue}/messages  message|[…]     201; duplicates are dropped silently, as by Service Bus
+//	GET  /admin/queues/{queue}/deadletters               the dead-letter sub-queue
+//	POST /admin/queues/{queue}/deadletters message|[…]   201; dead-letters directly (needs deadLetterReason)
+//	POST /admin/queues/{queue}/deadletters/{seq}/resubmit 204; back to the queue as a new message
+//
+// A message is {"messageId","correlationId","sessionId","contentType",
+// "subject","body" (string),"applicationProperties":{…},
+// "scheduledEnqueueTimeUtc" (RFC 3339 or "")}; unknown fields are rejected.
 package localhost
 
 import (
