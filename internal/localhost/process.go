@@ -351,7 +351,8 @@ func (s *supervisor) launch() (*handlerProc, error) {
 	s.mu.Lock()
 	s.launches++
 	s.mu.Unlock()
-	s.log.Info("handler process started", "exe", exe, "args", args, "pid", cmd.Process.Pid, "port", port)
+	// The configured arguments, not the expanded ones: %VAR% may hold secrets.
+	s.log.Info("handler process started", "exe", exe, "arguments", hd.Arguments, "pid", cmd.Process.Pid, "port", port)
 	go func() {
 		err := cmd.Wait()
 		s.drop(p)
