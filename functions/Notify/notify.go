@@ -27,7 +27,50 @@ type Deliverer interface {
 // Function is Notify.
 type Function struct {
 	Deliverer Deliverer
-	Logger    *slog.Logger
+	// Configured are the channels this deployment has set up.
+	Configured []string
+	Logger     *slog.Logger
+}
+
+// mailChannels are the channels that deliver e-mail, in preference order.
+var mailChannels = []string{"smtp", "graphmail"}
+
+// Resolve maps the channel names a policy uses to configured channels:
+// "email" means every configured mail channel (or the outbox when none is
+// set up); a channel that is not configured is left out with a warning. An
+// empty result means the deployment's default channels, so a notification
+// is never dropped for want of a channel.
+func (f *Function) Resolve(names []string) []string {
+	configured := map[string]bool{}
+	for _, c := range f.Configured {
+		configured[c] = true
+	}
+	var out []string
+	seen := map[string]bool{}
+	add := func(c string) {
+		if configured[c] && !seen[c] {
+			seen[c] = true
+			out = append(out, c)
+		}
+	}
+	for _, n := range names {
+		if n == "email" {
+			before := len(out)
+			for _, m := range mailChannels {
+				add(m)
+			}
+			if len(out) == before {
+				add("outbox")
+			}
+			continue
+		}
+		if !configured[n] {
+			f.Logger.Warn("notification channel not configured; using the others or the defaults", "channel", n)
+			continue
+		}
+		add(n)
+	}
+	return out
 }
 
 // Handle processes one notifications-queue message.
@@ -39,6 +82,7 @@ func (f *Function) Handle(ctx context.Context, _ *wire.Invocation, msg wire.Serv
 	if n.ID == "" || n.Kind == "" {
 		return fn.Permanent(errors.New("notification has no id or kind"))
 	}
+	n.Channels = f.Resolve(n.Channels)
 	rep, err := f.Deliverer.Deliver(ctx, n)
 	if err != nil {
 		return err

@@ -40,6 +40,7 @@ var Settings = []Setting{
 	{Name: "MDEFLOW_MDE_BASE_URL", Meaning: "MDE API base URL; overrides the cloud profile (required for `custom`)."},
 	{Name: "MDEFLOW_MDE_SCOPE", Meaning: "Token scope for the MDE API (default from the profile, `https://api.securitycenter.microsoft.com/.default`)."},
 	{Name: "MDEFLOW_GRAPH_BASE_URL", Meaning: "Microsoft Graph base URL; overrides the cloud profile."},
+	{Name: "MDEFLOW_GRAPH_SCOPE", Meaning: "Token scope for Microsoft Graph (default from the profile, `https://graph.microsoft.com/.default`)."},
 	{Name: "MDEFLOW_AUTHORITY_HOST", Meaning: "Entra ID authority host; overrides the cloud profile."},
 	{Name: "MDEFLOW_CREDENTIAL", Default: "default", Meaning: "Credential: `secret`, `certificate`, `managedidentity`, `workloadidentity` or `default` (DefaultAzureCredential)."},
 	{Name: "AZURE_TENANT_ID", Meaning: "Entra tenant id (secret, certificate, workload identity).", Example: "00000000-0000-0000-0000-000000000000"},

@@ -1,0 +1,370 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/mdeflow/mdeflow/internal/auth"
+	"github.com/mdeflow/mdeflow/internal/config"
+	"github.com/mdeflow/mdeflow/internal/fn"
+	"github.com/mdeflow/mdeflow/internal/hunt"
+	"github.com/mdeflow/mdeflow/internal/localhost"
+	"github.com/mdeflow/mdeflow/internal/pipeline"
+	mpolicy "github.com/mdeflow/mdeflow/internal/policy"
+	"github.com/mdeflow/mdeflow/internal/queue"
+	"github.com/mdeflow/mdeflow/internal/sim"
+	"github.com/mdeflow/mdeflow/internal/store"
+)
+
+// cmdLocalhost runs the local Functions host on an app folder, like
+// `func start`: timers fire on their schedules, queues deliver, HTTP
+// functions answer on /api/....
+func cmdLocalhost(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("localhost", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	appDir := fs.String("app", "dist/app", "app folder (make app)")
+	addr := fs.String("addr", "127.0.0.1:7071", "listen address")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	masterKey, functionKey := getenv("MDEFLOW_LOCAL_MASTER_KEY"), getenv("MDEFLOW_LOCAL_FUNCTION_KEY")
+	if masterKey == "" {
+		masterKey = randomKey()
+	}
+	if functionKey == "" {
+		functionKey = randomKey()
+	}
+	settings := map[string]string{"MDEFLOW_QUEUE": "local", "MDEFLOW_LOCAL_QUEUE_URL": "http://" + *addr,
+		"MDEFLOW_LOCAL_MASTER_KEY": masterKey}
+	log := newLogger(stdout, "info")
+	host, err := localhost.New(localhost.Options{AppRoot: *appDir, Settings: settings, Addr: *addr, MasterKey: masterKey,
+		FunctionKey: functionKey, Logger: log, HandlerOutput: stdout})
+	if err != nil {
+		return err
+	}
+	if err := host.Start(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "local host on http://%s (function key %s…; master key in MDEFLOW_LOCAL_MASTER_KEY or printed once: %s)\n",
+		*addr, functionKey[:6], masterKey)
+	<-ctx.Done()
+	return host.Stop(context.Background())
+}
+
+// cmdSim runs the simulator until interrupted.
+func cmdSim(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	alerts := fs.String("alerts", "", "seed from an alerts file instead of the sample tenant")
+	caOut := fs.String("ca", "sim-ca.pem", "where to write the simulator's CA certificate")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	opts := sim.Options{Logger: slog.New(slog.NewJSONHandler(stdout, nil))}
+	if *alerts != "" {
+		t, err := sim.LoadAlertsFile(*alerts)
+		if err != nil {
+			return err
+		}
+		opts.Tenant = t
+	}
+	sv, err := sim.New(opts)
+	if err != nil {
+		return err
+	}
+	if err := sv.Start(); err != nil {
+		return err
+	}
+	defer sv.Close()
+	if err := os.WriteFile(*caOut, sv.CACertPEM(), 0o600); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "simulator on %s\n  MDEFLOW_CLOUD=custom MDEFLOW_MDE_BASE_URL=%s MDEFLOW_GRAPH_BASE_URL=%s/v1.0 MDEFLOW_AUTHORITY_HOST=%s\n  MDEFLOW_EXTRA_CA_FILE=%s MDEFLOW_CREDENTIAL=secret AZURE_TENANT_ID=%s AZURE_CLIENT_ID=%s AZURE_CLIENT_SECRET=%s\n",
+		sv.URL(), sv.URL(), sv.URL(), sv.AuthorityHost(), *caOut, sv.TenantID(), sim.DefaultClientID, sim.DefaultClientSecret)
+	sig, stop := signal.NotifyContext(ctx, os.Interrupt)
+	defer stop()
+	<-sig.Done()
+	return nil
+}
+
+// cmdCheck validates settings, the policy and the hunt catalog, and reports
+// every API role an enabled feature needs and the token lacks.
+func cmdCheck(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	offline := fs.Bool("offline", false, "do not fetch tokens (settings, policy and hunts only)")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	s, err := loadSettings(getenv)
+	if err != nil {
+		fmt.Fprintf(stdout, "settings: PROBLEMS\n%v\n", err)
+		return errors.New("check failed")
+	}
+	fmt.Fprintln(stdout, "settings: ok")
+	var problems []error
+	if s.PolicyFile != "" {
+		p, err := mpolicy.Load(s.PolicyFile)
+		if err != nil {
+			problems = append(problems, err)
+			fmt.Fprintf(stdout, "policy %s: PROBLEMS\n%v\n", s.PolicyFile, err)
+		} else {
+			fmt.Fprintf(stdout, "policy %s: ok (version %s, %d rules)\n", s.PolicyFile, p.Version, len(p.Rules))
+		}
+	} else {
+		fmt.Fprintln(stdout, "policy: built-in default (High -> isolate Full + notify; else notify; tag protected never isolated)")
+	}
+	if _, err := os.Stat(s.HuntDir); err == nil {
+		if err := hunt.RunCheck(stdout, s.HuntDir, s.HuntAPI); err != nil {
+			problems = append(problems, err)
+		}
+	}
+	if !*offline {
+		prof, err := profileOf(s)
+		if err != nil {
+			return err
+		}
+		cred, _, err := credential(s, prof)
+		if err != nil {
+			return err
+		}
+		pol := mpolicy.Default()
+		if s.PolicyFile != "" {
+			if pol, err = mpolicy.Load(s.PolicyFile); err != nil {
+				return err
+			}
+		}
+		feats := featuresOf(s, pol)
+		if err := auth.Check(ctx, cred, auth.Scopes{MDE: prof.MDEScope, Graph: prof.GraphScope}, feats, stdout); err != nil {
+			problems = append(problems, err)
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("check found %d problem(s)", len(problems))
+	}
+	return nil
+}
+
+// featuresOf says which features the settings and the policy enable, for
+// the role check: least privilege means asking only for what is used.
+func featuresOf(s *Settings, p *mpolicy.Policy) auth.Features {
+	f := auth.Features{
+		PollAlerts:    s.AlertSource == "mde",
+		GraphAlerts:   s.AlertSource == "graph",
+		MachineLookup: true,
+		MDEHunting:    s.HuntAPI == "mde",
+		GraphHunting:  s.HuntAPI == "graph",
+		SendMail:      has(s.Channels, "graphmail"),
+	}
+	for _, r := range p.Rules {
+		for _, a := range r.Actions {
+			switch a.Type {
+			case pipeline.ActionIsolate:
+				f.Isolate = !s.DryRun
+			case pipeline.ActionRestrict:
+				f.Restrict = true
+			case pipeline.ActionAVScan:
+				f.Scan = true
+			case pipeline.ActionCollectPackage:
+				f.CollectForensics = true
+			case pipeline.ActionTag:
+				f.Tags = true
+			case pipeline.ActionUpdateAlert:
+				f.UpdateAlerts = true
+			}
+		}
+	}
+	return f
+}
+
+// cmdPolicy: policy check FILE | policy test --alert FILE [--machine FILE] [--policy FILE].
+func cmdPolicy(args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return usageError{"policy check FILE | policy test --alert FILE [--machine FILE] [--policy FILE]"}
+	}
+	switch args[0] {
+	case "check":
+		if len(args) != 2 {
+			return usageError{"policy check FILE"}
+		}
+		return mpolicy.RunCheck(stdout, args[1])
+	case "test":
+		fs := flag.NewFlagSet("policy test", flag.ContinueOnError)
+		alert := fs.String("alert", "", "alert JSON (one alert, an MDE list page or a Graph alerts_v2 page)")
+		machine := fs.String("machine", "", "machine JSON (optional)")
+		pfile := fs.String("policy", "", "policy file (default: built-in)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return usageError{err.Error()}
+		}
+		if *alert == "" {
+			return usageError{"policy test needs --alert FILE"}
+		}
+		p := mpolicy.Default()
+		if *pfile != "" {
+			var err error
+			if p, err = mpolicy.Load(*pfile); err != nil {
+				return err
+			}
+		}
+		return mpolicy.RunTest(stdout, p, *alert, *machine, time.Now().UTC())
+	default:
+		return usageError{fmt.Sprintf("unknown policy command %q", args[0])}
+	}
+}
+
+// cmdHunts: hunts check DIR.
+func cmdHunts(args []string, getenv func(string) string, stdout io.Writer) error {
+	if len(args) < 2 || args[0] != "check" {
+		return usageError{"hunts check DIR"}
+	}
+	api := config.NewEnv(getenv).Str("MDEFLOW_HUNT_API")
+	return hunt.RunCheck(stdout, args[1], api)
+}
+
+// cmdDeadLetters lists the dead-letter log, or sends entries back to their
+// queue with a new message id (the original id stays dropped as duplicate).
+func cmdDeadLetters(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	if len(args) == 0 || (args[0] != "list" && args[0] != "resubmit") {
+		return usageError{"deadletters list | resubmit [--id MESSAGEID]"}
+	}
+	fs := flag.NewFlagSet("deadletters", flag.ContinueOnError)
+	id := fs.String("id", "", "only this message id")
+	if err := fs.Parse(args[1:]); err != nil {
+		return usageError{err.Error()}
+	}
+	s, err := loadSettings(getenv)
+	if err != nil {
+		return fmt.Errorf("invalid settings:\n%w", err)
+	}
+	log := newLogger(io.Discard, "error")
+	app, err := buildApp(ctx, s, log, "")
+	if err != nil {
+		return err
+	}
+	defer app.Close()
+	ents, err := app.Store.List(ctx, fn.DeadLetterTable, "")
+	if err != nil {
+		return err
+	}
+	var dls []fn.DeadLetter
+	for _, e := range ents {
+		var d fn.DeadLetter
+		if err := json.Unmarshal(e.Data, &d); err != nil {
+			return err
+		}
+		if *id == "" || d.MessageID == *id {
+			dls = append(dls, d)
+		}
+	}
+	sort.Slice(dls, func(i, j int) bool { return dls[i].At.Before(dls[j].At) })
+	if args[0] == "list" {
+		for _, d := range dls {
+			state := ""
+			if d.Resubmitted {
+				state = " (resubmitted)"
+			}
+			fmt.Fprintf(stdout, "%s  %-13s %-40s %s%s\n", d.At.Format(time.RFC3339), d.Queue, d.MessageID, oneLine(d.Reason), state)
+		}
+		fmt.Fprintf(stdout, "%d dead letter(s)\n", len(dls))
+		return nil
+	}
+	n := 0
+	for _, d := range dls {
+		if d.Resubmitted {
+			continue
+		}
+		msg := queue.Message{MessageID: fmt.Sprintf("%s-resubmit-%d", d.MessageID, time.Now().Unix()), CorrelationID: d.MessageID,
+			ContentType: "application/json", Body: []byte(d.Body)}
+		if err := app.Queue.Send(ctx, d.Queue, msg); err != nil {
+			return fmt.Errorf("resubmitting %s: %w", d.MessageID, err)
+		}
+		d.Resubmitted = true
+		if err := fn.RecordDeadLetter(ctx, app.Store, d); err != nil {
+			return err
+		}
+		n++
+	}
+	fmt.Fprintf(stdout, "%d message(s) sent back\n", n)
+	return nil
+}
+
+func oneLine(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > 160 {
+		s = s[:160] + "…"
+	}
+	return s
+}
+
+// cmdSettings prints every setting as a README table or as
+// local.settings.json.example.
+func cmdSettings(args []string, stdout io.Writer) error {
+	mode := "--markdown"
+	if len(args) > 0 {
+		mode = args[0]
+	}
+	switch mode {
+	case "--markdown":
+		_, err := io.WriteString(stdout, settingsMarkdown())
+		return err
+	case "--example":
+		_, err := io.WriteString(stdout, settingsExample())
+		return err
+	}
+	return usageError{"settings [--markdown | --example]"}
+}
+
+func settingsMarkdown() string {
+	var b strings.Builder
+	b.WriteString("| Setting | Default | Meaning |\n|---|---|---|\n")
+	for _, s := range config.Settings {
+		def := s.Default
+		if def == "" {
+			def = "—"
+		} else {
+			def = "`" + def + "`"
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", s.Name, def, strings.ReplaceAll(s.Meaning, "|", "\\|"))
+	}
+	return b.String()
+}
+
+func settingsExample() string {
+	vals := map[string]string{}
+	for _, s := range config.Settings {
+		v := s.Example
+		if v == "" && !s.Secret {
+			v = s.Default
+		}
+		vals[s.Name] = v
+	}
+	var b strings.Builder
+	b.WriteString("{\n  \"IsEncrypted\": false,\n  \"Values\": {\n")
+	for i, s := range config.Settings {
+		k, _ := json.Marshal(s.Name)
+		v, _ := json.Marshal(vals[s.Name])
+		sep := ","
+		if i == len(config.Settings)-1 {
+			sep = ""
+		}
+		fmt.Fprintf(&b, "    %s: %s%s\n", k, v, sep)
+	}
+	b.WriteString("  }\n}\n")
+	return b.String()
+}
+
+var _ store.Backend = (*store.MemoryBackend)(nil)
