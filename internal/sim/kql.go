@@ -215,10 +215,11 @@ type kqlTable struct {
 }
 
 type kqlParser struct {
-	toks []kqlTok
-	i    int
-	lets map[string]any
-	now  time.Time
+	toks  []kqlTok
+	i     int
+	lets  map[string]any
+	now   time.Time
+	depth int
 }
 
 func (p *kqlParser) peek() kqlTok { return p.toks[p.i] }
@@ -619,7 +620,14 @@ func (p *kqlParser) parseSort(tab *kqlTable, top int) (*kqlTable, error) {
 
 type kqlExpr func(row map[string]any) (any, error)
 
-func (p *kqlParser) parseExpr() (kqlExpr, error) { return p.parseOrExpr() }
+func (p *kqlParser) parseExpr() (kqlExpr, error) {
+	p.depth++
+	defer func() { p.depth-- }()
+	if p.depth > 100 {
+		return nil, fmt.Errorf("query could not be parsed: expression nested too deeply")
+	}
+	return p.parseOrExpr()
+}
 
 func (p *kqlParser) parseOrExpr() (kqlExpr, error) {
 	l, err := p.parseAndExpr()
@@ -883,6 +891,11 @@ func (p *kqlParser) parseAdditive() (kqlExpr, error) {
 }
 
 func (p *kqlParser) parseUnary() (kqlExpr, error) {
+	p.depth++
+	defer func() { p.depth-- }()
+	if p.depth > 200 {
+		return nil, fmt.Errorf("query could not be parsed: expression nested too deeply")
+	}
 	if p.isWord("not") && p.toks[p.i+1].kind == kqOp && p.toks[p.i+1].text == "(" {
 		p.next()
 		p.next()

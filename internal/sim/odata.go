@@ -484,12 +484,13 @@ func (e lambdaExpr) eval(ent map[string]any, _ any) bool {
 // --- parser ---
 
 type odataParser struct {
-	src    string
-	toks   []token
-	i      int
-	sch    schema
-	lambda string // the lambda variable in scope, if any
-	depth  int
+	src      string
+	toks     []token
+	i        int
+	sch      schema
+	lambda   string // the lambda variable in scope, if any
+	depth    int
+	advanced bool // the last next() moved forward
 }
 
 func parseFilter(src string, sch schema) (expr, *apiError) {
@@ -511,10 +512,19 @@ func parseFilter(src string, sch schema) (expr, *apiError) {
 func (p *odataParser) peek() token { return p.toks[p.i] }
 func (p *odataParser) next() token {
 	t := p.toks[p.i]
-	if t.kind != tEOF {
+	p.advanced = t.kind != tEOF
+	if p.advanced {
 		p.i++
 	}
 	return t
+}
+
+// unread steps back over the token next returned (not over EOF).
+func (p *odataParser) unread() {
+	if p.advanced {
+		p.i--
+		p.advanced = false
+	}
 }
 
 func (p *odataParser) syntax() *apiError {
@@ -537,7 +547,7 @@ func (p *odataParser) keyword(kw string) bool {
 func (p *odataParser) parseOr() (expr, *apiError) {
 	p.depth++
 	defer func() { p.depth-- }()
-	if p.depth > 50 {
+	if p.depth > 100 {
 		return nil, errOData("The $filter expression is nested too deeply.")
 	}
 	l, err := p.parseAnd()
@@ -570,6 +580,11 @@ func (p *odataParser) parseAnd() (expr, *apiError) {
 }
 
 func (p *odataParser) parseUnary() (expr, *apiError) {
+	p.depth++
+	defer func() { p.depth-- }()
+	if p.depth > 100 {
+		return nil, errOData("The $filter expression is nested too deeply.")
+	}
 	if p.keyword("not") {
 		e, err := p.parseUnary()
 		if err != nil {
@@ -725,7 +740,7 @@ func (p *odataParser) parseOperand() (operand, *apiError) {
 		}
 		return operand{prop: &f}, nil
 	}
-	p.i--
+	p.unread()
 	return operand{}, p.syntax()
 }
 
@@ -754,7 +769,7 @@ func (p *odataParser) parseIn(left operand) (expr, *apiError) {
 			break
 		}
 		if t.kind != tComma {
-			p.i--
+			p.unread()
 			return nil, p.syntax()
 		}
 	}
@@ -772,7 +787,7 @@ func (p *odataParser) parseStringFunc() (expr, *apiError) {
 		return nil, errOData(fmt.Sprintf("No function signature for the function with name '%s' matches the specified arguments.", name))
 	}
 	if p.next().kind != tComma {
-		p.i--
+		p.unread()
 		return nil, p.syntax()
 	}
 	lit := p.next()
@@ -780,7 +795,7 @@ func (p *odataParser) parseStringFunc() (expr, *apiError) {
 		return nil, errOData(fmt.Sprintf("No function signature for the function with name '%s' matches the specified arguments.", name))
 	}
 	if p.next().kind != tRParen {
-		p.i--
+		p.unread()
 		return nil, p.syntax()
 	}
 	return funcExpr{name: name, arg: arg, lit: lit.text}, nil
@@ -801,7 +816,7 @@ func (p *odataParser) parseLambda() (expr, *apiError) {
 		return nil, errOData(fmt.Sprintf("The '%s' lambda operator requires a collection; '%s' is not one.", kw.text, f.JSON))
 	}
 	if p.next().kind != tLParen {
-		p.i--
+		p.unread()
 		return nil, p.syntax()
 	}
 	if p.peek().kind == tRParen {
@@ -825,7 +840,7 @@ func (p *odataParser) parseLambda() (expr, *apiError) {
 		return nil, err
 	}
 	if p.next().kind != tRParen {
-		p.i--
+		p.unread()
 		return nil, p.syntax()
 	}
 	return lambdaExpr{all: kw.text == "all", coll: f, body: body}, nil

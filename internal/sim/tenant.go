@@ -226,7 +226,7 @@ var sampleAlerts = []sampleAlert{
 	{minutesAgo: 33, machine: 8, severity: "Low", category: "Malware", source: "WindowsDefenderAv",
 		title: "'Adload' adware was prevented", desc: "Adware was detected and quarantined.",
 		mitre: []string{}, status: "Resolved", updatedAfter: 15 * time.Minute, classification: "TruePositive", determination: "UnwantedSoftware", threatFamily: "Adload",
-		evidence: []func(time.Time) mde.Evidence{evFile("Player.dmg", "/Users/design/Downloads", "1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d", "1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f80")}},
+		evidence: []func(time.Time) mde.Evidence{evFile("Player.dmg", "/Users/design/Downloads", "1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d", "1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f809")}},
 	{minutesAgo: 32, machine: 10, severity: "Informational", category: "InitialAccess", source: "WindowsDefenderAtp",
 		title: "Unusual number of failed sign-in attempts", desc: "Many failed sign-in attempts were made against the device.",
 		mitre:    []string{"T1110"},
