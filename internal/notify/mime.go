@@ -213,7 +213,9 @@ func foldHeader(name, value string) string {
 	b.WriteString(":")
 	lineLen := len(name) + 1
 	for i, word := range strings.Split(value, " ") {
-		if i > 0 && lineLen+1+len(word) > limit {
+		// Fold before a word that would overflow the line; before the
+		// first word too ("Subject:" CRLF SP word) when that helps.
+		if lineLen+1+len(word) > limit && (i > 0 || 1+len(word) <= limit) {
 			b.WriteString("\r\n")
 			lineLen = 0
 		}

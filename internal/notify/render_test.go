@@ -104,8 +104,8 @@ func TestRenderKinds(t *testing.T) {
 			mutate: func(n *pipeline.Notification) {
 				*n = pipeline.Notification{ID: "hunt-1", Kind: pipeline.NotifyHunt, CreatedAt: at, Hunt: &pipeline.HuntDigest{
 					HuntID: "h", Name: "Encoded PowerShell", Severity: "Medium", RunAt: at,
-					Columns: []string{"DeviceName", "ProcessCommandLine"},
-					Rows:    []map[string]string{{"DeviceName": "pc1", "ProcessCommandLine": "powershell -enc AAA"}},
+					Columns:   []string{"DeviceName", "ProcessCommandLine"},
+					Rows:      []map[string]string{{"DeviceName": "pc1", "ProcessCommandLine": "powershell -enc AAA"}},
 					TotalRows: 7, NewRows: 1}}
 			},
 			subject: []string{"[mdeflow] Hunt Encoded PowerShell: 1 new, 7 total rows"},
