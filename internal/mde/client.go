@@ -81,8 +81,8 @@ func NewClient(cred azcore.TokenCredential, opts *ClientOptions) (*Client, error
 
 // NewPipeline builds the azcore pipeline shared by the MDE and Graph
 // clients: the SDK retry policy with the status codes the services throttle
-// and fail with, then per try the quota wait (when limiter is non-nil) and
-// the bearer-token policy.
+// and fail with, then per try the bearer-token policy and the quota wait
+// (when limiter is non-nil).
 func NewPipeline(module string, cred azcore.TokenCredential, scopes []string, limiter *Limiter, co *azcore.ClientOptions) runtime.Pipeline {
 	c := policy.ClientOptions{}
 	if co != nil {
@@ -95,11 +95,13 @@ func NewPipeline(module string, cred azcore.TokenCredential, scopes []string, li
 			http.StatusServiceUnavailable, http.StatusGatewayTimeout,
 		}
 	}
-	var perRetry []policy.Policy
+	// The quota wait sits after the bearer policy, right before the wire:
+	// requests that queued behind a token fetch would otherwise reach the
+	// service in a clump, above the rate the limiter let through.
+	perRetry := []policy.Policy{runtime.NewBearerTokenPolicy(cred, scopes, nil)}
 	if limiter != nil {
 		perRetry = append(perRetry, &quotaPolicy{limiter: limiter})
 	}
-	perRetry = append(perRetry, runtime.NewBearerTokenPolicy(cred, scopes, nil))
 	return runtime.NewPipeline(module, moduleVersion, runtime.PipelineOptions{
 		PerRetry: perRetry,
 		// Query parameters are OData expressions with ids, not secrets; keeping
