@@ -298,7 +298,7 @@ func TestCheckReport(t *testing.T) {
 		"roles  Alert.ReadWrite.All, Machine.Read.All",
 		"MISSING  Machine.Isolate",
 		"needed to isolate and release machines",
-		"ok       Alert.Read.All (or Alert.ReadWrite.All)",
+		"ok       Alert.Read.All    needed to poll MDE alerts (Alert.ReadWrite.All also accepted)",
 		"Microsoft Graph (scope https://graph.microsoft.com/.default)",
 		"MISSING  ThreatHunting.Read.All",
 		"2 required role(s) missing",

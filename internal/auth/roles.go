@@ -247,9 +247,9 @@ func Check(ctx context.Context, cred azcore.TokenCredential, scopes Scopes, feat
 			}
 			alt := ""
 			if len(r.AnyOf) > 1 {
-				alt = " (or " + strings.Join(r.AnyOf[1:], ", ") + ")"
+				alt = " (" + strings.Join(r.AnyOf[1:], ", ") + " also accepted)"
 			}
-			fmt.Fprintf(tw, "  %s\t%s%s\tneeded to %s\n", status, r.Role, alt, r.Feature)
+			fmt.Fprintf(tw, "  %s\t%s\tneeded to %s%s\n", status, r.Role, r.Feature, alt)
 		}
 		_ = tw.Flush()
 		missingTotal += len(missing)
