@@ -39,6 +39,8 @@ type demoOptions struct {
 	Keep     bool
 	Timeout  time.Duration
 	Verbose  bool
+	// Handler is the handler executable (default: this binary).
+	Handler string
 	// Settings are extra app settings (tests).
 	Settings map[string]string
 }
@@ -157,9 +159,11 @@ func runDemo(ctx context.Context, o demoOptions, stdout io.Writer) (res demoResu
 	// 2. The app folder, as `make app` assembles it, with this binary as the
 	// custom handler.
 	appDir := filepath.Join(dir, "app")
-	exe, err := os.Executable()
-	if err != nil {
-		return res, err
+	exe := o.Handler
+	if exe == "" {
+		if exe, err = os.Executable(); err != nil {
+			return res, err
+		}
 	}
 	if err := stageApp(root, appDir, exe); err != nil {
 		return res, err
