@@ -70,7 +70,9 @@ const (
 )
 
 // Evidence is one polymorphic alert evidence item. Kind selects which of the
-// typed pointers is set; kinds mdeflow does not model keep their JSON in Raw.
+// typed pointers is set (none for kinds mdeflow does not model); Raw keeps
+// the item as received, and MarshalJSON writes it back unchanged so that an
+// AlertV2 survives a JSON round trip.
 type Evidence struct {
 	ODataType                string     `json:"@odata.type"`
 	Kind                     string     `json:"-"`
@@ -101,6 +103,7 @@ func (e *Evidence) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	*e = Evidence(c)
+	e.Raw = append(json.RawMessage(nil), bytes.TrimSpace(b)...)
 	e.Kind = e.ODataType[strings.LastIndex(e.ODataType, ".")+1:]
 	var target any
 	switch e.Kind {
@@ -129,13 +132,22 @@ func (e *Evidence) UnmarshalJSON(b []byte) error {
 		e.RegistryValue = &RegistryValueEvidence{}
 		target = e.RegistryValue
 	default:
-		e.Raw = append(json.RawMessage(nil), bytes.TrimSpace(b)...)
 		return nil
 	}
 	if err := json.Unmarshal(b, target); err != nil {
 		return fmt.Errorf("decoding %s: %w", e.Kind, err)
 	}
 	return nil
+}
+
+// MarshalJSON writes the evidence as it was received (Raw), or its common
+// fields when it was built in code.
+func (e Evidence) MarshalJSON() ([]byte, error) {
+	if len(e.Raw) > 0 {
+		return e.Raw, nil
+	}
+	type common Evidence
+	return json.Marshal(common(e))
 }
 
 // DeviceEvidence is #microsoft.graph.security.deviceEvidence.

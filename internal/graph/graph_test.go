@@ -149,6 +149,16 @@ func TestListAlertsV2DocsExampleToMDE(t *testing.T) {
 	if r.EntityType != "Registry" || mde.Str(r.RegistryHive) != "HKEY_LOCAL_MACHINE" {
 		t.Errorf("registry = %+v", r)
 	}
+	// AlertV2 survives a JSON round trip with its typed evidence.
+	b2, err := json.Marshal(alerts[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var again AlertV2
+	if err := json.Unmarshal(b2, &again); err != nil || len(again.Evidence) != 4 || again.Evidence[0].Device == nil ||
+		again.Evidence[0].Device.MdeDeviceID != "73e7e2de709dff64ef64b1d0c30e67fab63279db" {
+		t.Errorf("AlertV2 round trip: %v", err)
+	}
 	// The mapped alert must survive the MDE JSON round trip the queues use.
 	b, _ := json.Marshal(m)
 	var back mde.Alert

@@ -408,3 +408,24 @@ func TestSimQuotaBurstWithLimiter(t *testing.T) {
 		t.Error("without the limiter the simulator sent no 429: the quota is not exercised")
 	}
 }
+
+// A lost response (the action is created, the answer is a 503) is retried
+// by the pipeline and meets ActiveRequestAlreadyExists: the caller sees that
+// sentinel, and ListMachineActions finds the one pending action to follow.
+func TestSimLostResponseSurfacesAsAlreadyExists(t *testing.T) {
+	clk := sim.NewManualClock(time.Now().UTC())
+	s := startSim(t, sim.Options{Clock: clk.Now, Faults: sim.Faults{PostCommitErrorRate: 1, Seed: 7}})
+	c := simClient(t, s, secretCred(t, s, sim.DefaultClientID, sim.DefaultClientSecret), nil)
+	ctx := context.Background()
+	_, err := c.IsolateMachine(ctx, hotMachine, "isolate", "Full")
+	if !errors.Is(err, mde.ErrActiveRequestAlreadyExists) {
+		t.Fatalf("err = %v, want ErrActiveRequestAlreadyExists after the retried lost response", err)
+	}
+	if total, accepted := s.IsolateCalls(hotMachine); total != 2 || accepted != 1 {
+		t.Errorf("isolate calls total/accepted = %d/%d, want 2/1", total, accepted)
+	}
+	pending, err := c.ListMachineActions(ctx, &mde.ListMachineActionsOptions{MachineID: hotMachine, Type: mde.ActionTypeIsolate, Status: mde.ActionPending})
+	if err != nil || len(pending) != 1 {
+		t.Fatalf("pending isolate actions = %d, %v", len(pending), err)
+	}
+}
