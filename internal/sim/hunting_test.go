@@ -163,7 +163,7 @@ func TestHuntingErrorsAndHook(t *testing.T) {
 	}{
 		{map[string]any{"query": "DeviceInfo"}, "MissingRequiredParameter", "Parameter Query is missing"},
 		{map[string]any{"Query": "NoSuchTable | take 1"}, "BadRequest", "Failed to resolve table or column expression named 'NoSuchTable'"},
-		{map[string]any{"Query": "DeviceProcessEvents | summarize count() by DeviceId"}, "BadRequest", "Tenant.Hunt"},
+		{map[string]any{"Query": "DeviceProcessEvents | join kind=inner (DeviceInfo) on DeviceId"}, "BadRequest", "Tenant.Hunt"},
 		{map[string]any{"Query": "DeviceProcessEvents | where FileName == 'x"}, "BadRequest", "unterminated"},
 	}
 	for _, tt := range tests {

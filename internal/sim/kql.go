@@ -15,12 +15,13 @@ import (
 // queries mdeflow schedules and for the public Sentinel queries: lets of
 // scalars and lists, a table, and the operators where/filter, project,
 // project-away, project-rename, extend, take/limit, sort/order by, top,
-// distinct and count. Scalar expressions cover the comparison and string
+// distinct, count and summarize (count, countif, dcount, sum, min, max,
+// any/take_any, make_set, make_list; by columns or bin()). Scalar expressions cover the comparison and string
 // operators (==, !=, =~, !~, <, <=, >, >=, has, has_cs, has_any, has_all,
 // contains, contains_cs, startswith, endswith, in, in~, their negations,
 // matches regex, between) and the functions ago, now, datetime, tolower,
 // toupper, strlen, tostring, isempty, isnotempty, isnull, isnotnull, iff/iif,
-// substring, indexof, strcat, dynamic. Anything else (summarize, join, ...)
+// substring, indexof, strcat, dynamic, bin. Anything else (summarize, join, ...)
 // is refused with an error naming the operator, so a test knows to set
 // Tenant.Hunt instead of getting silently wrong rows.
 
@@ -452,6 +453,8 @@ func (p *kqlParser) applyOp(tab *kqlTable) (*kqlTable, error) {
 		return p.parseSort(tab, n)
 	case "count":
 		return &kqlTable{cols: []string{"Count"}, rows: []map[string]any{{"Count": int64(len(tab.rows))}}}, nil
+	case "summarize":
+		return p.parseSummarize(tab)
 	case "distinct":
 		names, err := p.parseNames()
 		if err != nil {
@@ -1046,7 +1049,7 @@ func (p *kqlParser) parseCall(fn kqlTok) (kqlExpr, error) {
 		"ago": {1, 1}, "now": {0, 1}, "tolower": {1, 1}, "toupper": {1, 1}, "strlen": {1, 1},
 		"tostring": {1, 1}, "isempty": {1, 1}, "isnotempty": {1, 1}, "isnull": {1, 1}, "isnotnull": {1, 1},
 		"iff": {3, 3}, "iif": {3, 3}, "substring": {2, 3}, "indexof": {2, 2}, "strcat": {1, 64},
-		"todatetime": {1, 1}, "tolong": {1, 1}, "toint": {1, 1},
+		"todatetime": {1, 1}, "tolong": {1, 1}, "toint": {1, 1}, "bin": {2, 2}, "floor": {2, 2},
 	}
 	lim, ok := argc[name]
 	if !ok {
@@ -1124,6 +1127,8 @@ func (p *kqlParser) parseCall(fn kqlTok) (kqlExpr, error) {
 				return tm, nil
 			}
 			return nil, nil
+		case "bin", "floor":
+			return kqlBin(vals[0], vals[1]), nil
 		case "tolong", "toint":
 			n := kqlNum(vals[0])
 			if math.IsNaN(n) {
@@ -1418,4 +1423,252 @@ func fmtTimespan(d time.Duration) string {
 		out = "-" + out
 	}
 	return out
+}
+
+// kqlBin rounds v down to a multiple of size (timespan for datetimes).
+func kqlBin(v, size any) any {
+	v = kqlNorm(v)
+	if ts, ok := v.(time.Time); ok {
+		d, ok := size.(time.Duration)
+		if !ok || d <= 0 {
+			return nil
+		}
+		return time.Unix(0, 0).UTC().Add(ts.Sub(time.Unix(0, 0).UTC()) / d * d)
+	}
+	n, step := kqlNum(v), kqlNum(size)
+	if math.IsNaN(n) || math.IsNaN(step) || step <= 0 {
+		return nil
+	}
+	return math.Floor(n/step) * step
+}
+
+type kqlAgg struct {
+	name string
+	fn   string
+	arg  kqlExpr
+}
+
+var kqlAggNames = map[string]string{
+	"count": "count_", "countif": "countif_", "dcount": "dcount_", "sum": "sum_", "min": "min_", "max": "max_",
+	"any": "any_", "take_any": "any_", "make_set": "set_", "make_list": "list_",
+}
+
+// parseSummarize implements "summarize [N =] agg(...), ... [by [N =] expr, ...]".
+func (p *kqlParser) parseSummarize(tab *kqlTable) (*kqlTable, error) {
+	var aggs []kqlAgg
+	for !p.isWord("by") && p.peek().kind != kqEOF && !p.isOp("|") {
+		name := ""
+		if p.peek().kind == kqIdent && p.toks[p.i+1].kind == kqOp && p.toks[p.i+1].text == "=" {
+			name = p.next().text
+			p.next()
+		}
+		fnTok := p.next()
+		fn := strings.ToLower(fnTok.text)
+		prefix, ok := kqlAggNames[fn]
+		if fnTok.kind != kqIdent || !ok || !p.isOp("(") {
+			return nil, &HuntError{Status: 400, Code: "BadRequest", Message: fmt.Sprintf("simulator: summarize aggregation '%s' is not supported; set Tenant.Hunt to answer this query", fnTok.text)}
+		}
+		p.next()
+		var arg kqlExpr
+		argName := ""
+		if !p.isOp(")") {
+			if t := p.peek(); t.kind == kqIdent {
+				argName = t.text
+			}
+			e, err := p.parseExpr()
+			if err != nil {
+				return nil, err
+			}
+			arg = e
+		}
+		if err := p.expectOp(")"); err != nil {
+			return nil, err
+		}
+		if (fn != "count") && arg == nil {
+			return nil, fmt.Errorf("query could not be parsed: %s() needs an argument", fn)
+		}
+		if name == "" {
+			name = prefix
+			if fn != "count" && fn != "countif" {
+				name += argName
+			}
+		}
+		aggs = append(aggs, kqlAgg{name: name, fn: fn, arg: arg})
+		if !p.acceptOp(",") {
+			break
+		}
+	}
+	type byCol struct {
+		name string
+		e    kqlExpr
+	}
+	var bys []byCol
+	if p.acceptWord("by") {
+		for {
+			start := p.peek()
+			name := ""
+			if start.kind == kqIdent && p.toks[p.i+1].kind == kqOp && p.toks[p.i+1].text == "=" {
+				name = start.text
+				p.i += 2
+			}
+			firstIdx := p.i
+			e, err := p.parseExpr()
+			if err != nil {
+				return nil, err
+			}
+			if name == "" {
+				first := p.toks[firstIdx]
+				switch {
+				case first.kind == kqIdent && p.i == firstIdx+1:
+					name = first.text
+				case first.kind == kqIdent && strings.EqualFold(first.text, "bin") && p.toks[firstIdx+2].kind == kqIdent:
+					name = p.toks[firstIdx+2].text
+				default:
+					name = fmt.Sprintf("Column%d", len(bys)+1)
+				}
+			}
+			bys = append(bys, byCol{name, e})
+			if !p.acceptOp(",") {
+				break
+			}
+		}
+	}
+	if len(aggs) == 0 && len(bys) == 0 {
+		return nil, fmt.Errorf("query could not be parsed: summarize needs an aggregation or a by clause")
+	}
+	type group struct {
+		keys []any
+		rows []map[string]any
+	}
+	var order []string
+	groups := map[string]*group{}
+	for _, r := range tab.rows {
+		keys := make([]any, len(bys))
+		k := ""
+		for i, b := range bys {
+			v, err := b.e(r)
+			if err != nil {
+				return nil, err
+			}
+			keys[i] = v
+			k += kqlString(v) + "\x00"
+		}
+		g, ok := groups[k]
+		if !ok {
+			g = &group{keys: keys}
+			groups[k] = g
+			order = append(order, k)
+		}
+		g.rows = append(g.rows, r)
+	}
+	if len(bys) == 0 && len(order) == 0 { // summarize over no rows still yields one row
+		groups[""] = &group{}
+		order = append(order, "")
+	}
+	out := &kqlTable{}
+	for _, b := range bys {
+		out.cols = append(out.cols, b.name)
+	}
+	for _, a := range aggs {
+		out.cols = append(out.cols, a.name)
+	}
+	for _, k := range order {
+		g := groups[k]
+		row := map[string]any{}
+		for i, b := range bys {
+			row[b.name] = g.keys[i]
+		}
+		for _, a := range aggs {
+			v, err := kqlAggregate(a, g.rows)
+			if err != nil {
+				return nil, err
+			}
+			row[a.name] = v
+		}
+		out.rows = append(out.rows, row)
+	}
+	return out, nil
+}
+
+func kqlAggregate(a kqlAgg, rows []map[string]any) (any, error) {
+	vals := make([]any, 0, len(rows))
+	if a.arg != nil {
+		for _, r := range rows {
+			v, err := a.arg(r)
+			if err != nil {
+				return nil, err
+			}
+			vals = append(vals, v)
+		}
+	}
+	switch a.fn {
+	case "count":
+		return int64(len(rows)), nil
+	case "countif":
+		n := int64(0)
+		for _, v := range vals {
+			if b, _ := v.(bool); b {
+				n++
+			}
+		}
+		return n, nil
+	case "dcount":
+		seen := map[string]bool{}
+		for _, v := range vals {
+			if v != nil {
+				seen[kqlString(v)] = true
+			}
+		}
+		return int64(len(seen)), nil
+	case "sum":
+		total := 0.0
+		for _, v := range vals {
+			if n := kqlNum(v); !math.IsNaN(n) {
+				total += n
+			}
+		}
+		return total, nil
+	case "min", "max":
+		var best any
+		for _, v := range vals {
+			v = kqlNorm(v)
+			if v == nil {
+				continue
+			}
+			if best == nil {
+				best = v
+				continue
+			}
+			c, ok := compare(v, best)
+			if ok && ((a.fn == "min" && c < 0) || (a.fn == "max" && c > 0)) {
+				best = v
+			}
+		}
+		return best, nil
+	case "any", "take_any":
+		for _, v := range vals {
+			if v != nil {
+				return v, nil
+			}
+		}
+		return nil, nil
+	case "make_set", "make_list":
+		out := []any{}
+		seen := map[string]bool{}
+		for _, v := range vals {
+			if v == nil {
+				continue
+			}
+			if a.fn == "make_set" {
+				k := kqlString(v)
+				if seen[k] {
+					continue
+				}
+				seen[k] = true
+			}
+			out = append(out, v)
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("aggregation %s not supported", a.fn)
 }

@@ -70,7 +70,7 @@ func TestKQLSubset(t *testing.T) {
 		}},
 		{q: "T | where tolower(FileName) == 'ntdsutil.exe' | extend S = strcat(DeviceName, '/', FileName)", want: 1},
 		{q: "Nope | take 1", wantErr: "Failed to resolve table"},
-		{q: "T | summarize count() by DeviceName", wantErr: "not supported"},
+		{q: "T | join (T) on DeviceName", wantErr: "not supported"},
 		{q: "T | where foo(FileName)", wantErr: "not supported"},
 		{q: "T | where FileName == 'x", wantErr: "unterminated"},
 		{q: "T | where", wantErr: "parsed"},
@@ -153,5 +153,56 @@ func TestNestingLimits(t *testing.T) {
 	}
 	if _, err := parseFilter(strings.Repeat("(", 100000)+"id eq 'x'", machineSchema); err == nil {
 		t.Error("OData: no error for deep parentheses")
+	}
+}
+
+func TestKQLSummarize(t *testing.T) {
+	now := testStart
+	rows := []map[string]any{
+		{"Timestamp": now.Add(-10 * time.Minute), "DeviceId": "a", "FileName": "x.exe", "N": int64(1)},
+		{"Timestamp": now.Add(-20 * time.Minute), "DeviceId": "a", "FileName": "y.exe", "N": int64(2)},
+		{"Timestamp": now.Add(-70 * time.Minute), "DeviceId": "b", "FileName": "x.exe", "N": int64(5)},
+	}
+	tables := map[string][]map[string]any{"T": rows}
+	tests := []struct {
+		q    string
+		cols string
+		want []string // rendered rows, in group order
+	}{
+		{"T | summarize count() by DeviceId", "DeviceId,count_", []string{"a|2", "b|1"}},
+		{"T | summarize Hits = count(), Files = dcount(FileName), Last = max(Timestamp) by DeviceId | where Hits > 1", "DeviceId,Hits,Files,Last",
+			[]string{"a|2|2|" + now.Add(-10*time.Minute).Format(time.RFC3339Nano)}},
+		{"T | summarize sum(N), min(N), countif(FileName == 'x.exe')", "sum_N,min_N,countif_", []string{"8|1|2"}},
+		{"T | summarize make_set(FileName) by DeviceId | project DeviceId", "DeviceId", []string{"a", "b"}},
+		{"T | summarize count() by bin(Timestamp, 1h)", "Timestamp,count_", []string{
+			time.Date(2025, 3, 1, 9, 0, 0, 0, time.UTC).Format(time.RFC3339Nano) + "|2",
+			time.Date(2025, 3, 1, 8, 0, 0, 0, time.UTC).Format(time.RFC3339Nano) + "|1"}},
+		{"T | where N > 100 | summarize count()", "count_", []string{"0"}},
+		{"T | summarize by DeviceId", "DeviceId", []string{"a", "b"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.q, func(t *testing.T) {
+			tab, err := runKQL(tt.q, now, tables, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Join(tab.cols, ",") != tt.cols {
+				t.Errorf("cols %v, want %s", tab.cols, tt.cols)
+			}
+			var got []string
+			for _, r := range tab.rows {
+				var parts []string
+				for _, c := range tab.cols {
+					parts = append(parts, kqlString(r[c]))
+				}
+				got = append(got, strings.Join(parts, "|"))
+			}
+			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+				t.Errorf("rows\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
+			}
+		})
+	}
+	if _, err := runKQL("T | summarize arg_max(Timestamp, *) by DeviceId", now, tables, nil); err == nil || !strings.Contains(err.Error(), "Tenant.Hunt") {
+		t.Errorf("arg_max: %v", err)
 	}
 }

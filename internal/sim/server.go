@@ -323,6 +323,12 @@ func New(opts Options) (*Server, error) {
 // Start listens on 127.0.0.1 on a free port with TLS (certificate signed by
 // the simulator CA, see CertPool) and serves in the background.
 func (s *Server) Start() error {
+	s.mu.Lock()
+	running := s.srv != nil
+	s.mu.Unlock()
+	if running {
+		return errors.New("starting simulator: already started")
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return fmt.Errorf("starting simulator: %w", err)
