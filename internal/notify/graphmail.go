@@ -33,7 +33,7 @@ type MailSender interface {
 
 // GraphMailConfig configures the GraphMail channel.
 type GraphMailConfig struct {
-	// Name of the channel, default "graph".
+	// Name of the channel, default "graphmail".
 	Name string
 	// Sender is the Graph client (application permission Mail.Send,
 	// ideally limited to Mailbox with an application access policy).
@@ -59,7 +59,7 @@ type GraphMail struct {
 // NewGraphMail validates cfg, collecting every problem.
 func NewGraphMail(cfg GraphMailConfig) (*GraphMail, error) {
 	if cfg.Name == "" {
-		cfg.Name = "graph"
+		cfg.Name = "graphmail"
 	}
 	var errs []error
 	if err := ValidateChannelName(cfg.Name); err != nil {
