@@ -2,28 +2,21 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	enrichalert "github.com/mdeflow/mdeflow/functions/EnrichAlert"
 	isolatemachine "github.com/mdeflow/mdeflow/functions/IsolateMachine"
 	"github.com/mdeflow/mdeflow/internal/fn"
-	"github.com/mdeflow/mdeflow/internal/localhost"
 	"github.com/mdeflow/mdeflow/internal/pipeline"
-	"github.com/mdeflow/mdeflow/internal/queue"
 	"github.com/mdeflow/mdeflow/internal/sim"
 	"github.com/mdeflow/mdeflow/internal/store"
 )
@@ -111,181 +104,41 @@ func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 func runDemo(ctx context.Context, o demoOptions, stdout io.Writer) (res demoResult, err error) {
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	root, err := repoRoot()
-	if err != nil {
-		return res, err
-	}
-	dir, err := os.MkdirTemp("", "mdeflow-demo-")
-	if err != nil {
-		return res, err
-	}
-	res.Dir = dir
-	if !o.Keep {
-		defer os.RemoveAll(dir)
-	}
-	fmt.Fprintf(stdout, "mdeflow demo: starting from clean state in %s\n", dir)
-
-	// 1. The simulated tenant (Entra + Defender + Graph) on loopback TLS.
-	now := time.Now().UTC()
-	tenant := sim.SampleTenant(now)
+	var tenant *sim.Tenant
 	if o.Alerts != "" {
-		tenant, err = sim.LoadAlertsFile(o.Alerts)
-		if err != nil {
+		if tenant, err = sim.LoadAlertsFile(o.Alerts); err != nil {
 			return res, fmt.Errorf("--alerts: %w", err)
 		}
 	}
-	// The first poll looks back far enough to see every seeded alert
-	// (replayed exports keep their original, possibly old, timestamps).
-	lookback := 2 * time.Hour
-	for _, a := range tenant.Alerts {
-		if a.AlertCreationTime != nil && now.Sub(*a.AlertCreationTime) >= lookback {
-			lookback = now.Sub(*a.AlertCreationTime) + time.Hour
-		}
-	}
-	sv, err := sim.New(sim.Options{Tenant: tenant, ActionStep: 500 * time.Millisecond})
-	if err != nil {
-		return res, err
-	}
-	if err := sv.Start(); err != nil {
-		return res, err
-	}
-	defer sv.Close()
-	caFile := filepath.Join(dir, "sim-ca.pem")
-	if err := os.WriteFile(caFile, sv.CACertPEM(), 0o600); err != nil {
-		return res, err
-	}
-	fmt.Fprintf(stdout, "simulator: %s (%d alerts, %d machines)\n", sv.URL(), len(tenant.Alerts), len(tenant.Machines))
-
-	// 2. The app folder, as `make app` assembles it, with this binary as the
-	// custom handler.
-	appDir := filepath.Join(dir, "app")
-	exe := o.Handler
-	if exe == "" {
-		if exe, err = os.Executable(); err != nil {
-			return res, err
-		}
-	}
-	if err := stageApp(root, appDir, exe); err != nil {
-		return res, err
-	}
-	port, err := freePort()
-	if err != nil {
-		return res, err
-	}
-	hostURL := "http://127.0.0.1:" + strconv.Itoa(port)
-	masterKey, functionKey := randomKey(), randomKey()
-	policyFile := o.Policy
-	if policyFile != "" {
-		if policyFile, err = filepath.Abs(policyFile); err != nil {
-			return res, err
-		}
-	}
-	hunts := o.Hunts
-	if !filepath.IsAbs(hunts) {
-		hunts = filepath.Join(root, hunts)
-	}
-	settings := map[string]string{
-		"FUNCTIONS_WORKER_RUNTIME": "custom",
-		// The trigger bindings name this connection; the local host only
-		// checks that it is defined (the handler sends through the host).
-		"ServiceBusConnection":           "Endpoint=sb://localhost/;SharedAccessKeyName=local;SharedAccessKey=local",
-		"MDEFLOW_QUEUE":                  "local",
-		"MDEFLOW_LOCAL_QUEUE_URL":        hostURL,
-		"MDEFLOW_LOCAL_MASTER_KEY":       masterKey,
-		"MDEFLOW_CLOUD":                  "custom",
-		"MDEFLOW_MDE_BASE_URL":           sv.URL(),
-		"MDEFLOW_GRAPH_BASE_URL":         sv.URL() + "/v1.0",
-		"MDEFLOW_MDE_SCOPE":              "https://api.securitycenter.microsoft.com/.default",
-		"MDEFLOW_GRAPH_SCOPE":            "https://graph.microsoft.com/.default",
-		"MDEFLOW_AUTHORITY_HOST":         sv.AuthorityHost(),
-		"MDEFLOW_EXTRA_CA_FILE":          caFile,
-		"MDEFLOW_CREDENTIAL":             "secret",
-		"AZURE_TENANT_ID":                sv.TenantID(),
-		"AZURE_CLIENT_ID":                sim.DefaultClientID,
-		"AZURE_CLIENT_SECRET":            sim.DefaultClientSecret,
-		"MDEFLOW_ALERT_SOURCE":           o.Source,
-		"MDEFLOW_POLL_SCHEDULE":          "0 0 0 1 1 *", // fired by the demo, not by the clock
-		"MDEFLOW_HUNT_SCHEDULE":          "0 0 0 1 1 *",
-		"MDEFLOW_POLL_LOOKBACK":          lookback.Round(time.Second).String(),
-		"MDEFLOW_STORE":                  "embedded",
-		"MDEFLOW_STORE_PATH":             filepath.Join(dir, "state.db"),
-		"MDEFLOW_OUTBOX_DIR":             filepath.Join(dir, "outbox"),
-		"MDEFLOW_NOTIFY_CHANNELS":        "outbox",
-		"MDEFLOW_ACTION_FOLLOW_INTERVAL": "1s",
-		"MDEFLOW_HUNT_DIR":               hunts,
-		"MDEFLOW_POLICY_FILE":            policyFile,
-		"MDEFLOW_DRY_RUN":                strconv.FormatBool(o.DryRun),
-		"MDEFLOW_APPROVAL_SECRET":        randomKey() + randomKey(),
-		"MDEFLOW_PUBLIC_BASE_URL":        hostURL,
-		"MDEFLOW_LOG_LEVEL":              "info",
-	}
-	for k, v := range o.Settings {
-		settings[k] = v
-	}
-	logFile, err := os.Create(filepath.Join(dir, "handler.log"))
-	if err != nil {
-		return res, err
-	}
-	defer logFile.Close()
-	var handlerOut io.Writer = logFile
+	var handlerOut io.Writer
 	if o.Verbose {
-		handlerOut = io.MultiWriter(logFile, stdout)
+		handlerOut = stdout
 	}
-
-	// 3. The local Functions host launches the handler as a separate process
-	// and talks to it over the custom-handler wire protocol.
-	host, err := localhost.New(localhost.Options{
-		AppRoot: appDir, Settings: settings, Addr: "127.0.0.1:" + strconv.Itoa(port),
-		MasterKey: masterKey, FunctionKey: functionKey, DisableTimers: true,
-		Logger: slog.New(slog.NewJSONHandler(logFile, nil)), HandlerOutput: handlerOut,
-	})
-	if err != nil {
-		return res, err
-	}
-	if err := host.Start(ctx); err != nil {
-		return res, fmt.Errorf("starting the local host: %w (handler log: %s)", err, logFile.Name())
-	}
-	stopped := false
-	defer func() {
-		if !stopped {
-			_ = host.Stop(context.Background())
-		}
-	}()
-	fmt.Fprintf(stdout, "local host: %s (handler process launched per host.json)\n", hostURL)
-
-	// 4. One poll, then let the queues drain: enrich -> isolate -> follow -> notify.
-	if err := host.Invoke(ctx, "OnNewAlert", ""); err != nil {
-		return res, fmt.Errorf("firing OnNewAlert: %w", err)
-	}
-	if o.RunHunts {
-		if err := host.Invoke(ctx, "ScheduledHunt", ""); err != nil {
-			return res, fmt.Errorf("firing ScheduledHunt: %w", err)
-		}
-	}
-	if err := host.WaitIdle(ctx); err != nil {
-		return res, fmt.Errorf("waiting for the pipeline to finish: %w (handler log: %s)", err, logFile.Name())
-	}
-	for _, q := range []string{queue.Alerts, queue.Isolations, queue.Actions, queue.Notifications} {
-		res.DeadLettered += len(host.DeadLetters(q))
-	}
-	if err := host.Stop(ctx); err != nil {
-		return res, err
-	}
-	stopped = true
-
-	// 5. Count what happened, from the state the handler left.
-	st, err := store.OpenBolt(settings["MDEFLOW_STORE_PATH"])
+	st, err := startStack(ctx, stackOptions{Tenant: tenant, Source: o.Source, Policy: o.Policy, Hunts: o.Hunts,
+		DryRun: o.DryRun, Handler: o.Handler, Settings: o.Settings, Keep: o.Keep, HandlerOutput: handlerOut})
 	if err != nil {
 		return res, err
 	}
 	defer st.Close()
-	if err := countDemo(ctx, st, settings["MDEFLOW_OUTBOX_DIR"], &res); err != nil {
-		return res, err
+	fmt.Fprintf(stdout, "mdeflow demo: starting from clean state in %s\n", st.Dir)
+	fmt.Fprintf(stdout, "simulator: %s (%d alerts, %d machines)\n", st.Sim.URL(), len(st.Tenant.Alerts), len(st.Tenant.Machines))
+	fmt.Fprintf(stdout, "local host: %s (handler process launched per host.json)\n", st.Host.URL())
+
+	// One poll, then let the queues drain: enrich -> isolate -> follow -> notify.
+	if err := st.Host.Invoke(ctx, "OnNewAlert", ""); err != nil {
+		return res, fmt.Errorf("firing OnNewAlert: %w", err)
 	}
-	for _, m := range tenant.Machines {
-		total, accepted := sv.IsolateCalls(m.ID)
-		res.IsolateCalls += total
-		res.AcceptedCalls += accepted
+	if o.RunHunts {
+		if err := st.Host.Invoke(ctx, "ScheduledHunt", ""); err != nil {
+			return res, fmt.Errorf("firing ScheduledHunt: %w", err)
+		}
+	}
+	if err := st.Host.WaitIdle(ctx); err != nil {
+		return res, fmt.Errorf("waiting for the pipeline to finish: %w (handler log: %s)", err, st.LogPath())
+	}
+	res, err = st.Collect(ctx)
+	if err != nil {
+		return res, err
 	}
 	printOutcomes(stdout, res)
 	return res, nil
@@ -370,64 +223,4 @@ func printOutcomes(w io.Writer, res demoResult) {
 		fmt.Fprintf(w, "  %-34s %-12s %-62s -> %s\n", l.Alert, l.Rule, string(title), l.Outcome)
 	}
 	fmt.Fprintf(w, "isolate calls to Defender: %d (accepted %d)\n", res.IsolateCalls, res.AcceptedCalls)
-}
-
-// stageApp assembles the app folder like `make app`, pointing host.json at exe.
-func stageApp(root, appDir, exe string) error {
-	if err := os.MkdirAll(appDir, 0o755); err != nil {
-		return err
-	}
-	raw, err := os.ReadFile(filepath.Join(root, "host.json"))
-	if err != nil {
-		return err
-	}
-	var host map[string]any
-	if err := json.Unmarshal(raw, &host); err != nil {
-		return fmt.Errorf("host.json: %w", err)
-	}
-	ch, _ := host["customHandler"].(map[string]any)
-	desc, _ := ch["description"].(map[string]any)
-	if desc == nil {
-		return errors.New("host.json has no customHandler.description")
-	}
-	desc["defaultExecutablePath"] = exe
-	out, _ := json.MarshalIndent(host, "", "  ")
-	if err := os.WriteFile(filepath.Join(appDir, "host.json"), out, 0o644); err != nil {
-		return err
-	}
-	fns, err := filepath.Glob(filepath.Join(root, "functions", "*", "function.json"))
-	if err != nil {
-		return err
-	}
-	for _, f := range fns {
-		name := filepath.Base(filepath.Dir(f))
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return err
-		}
-		if err := os.MkdirAll(filepath.Join(appDir, name), 0o755); err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(appDir, name, "function.json"), b, 0o644); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func randomKey() string {
-	b := make([]byte, 24)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	return hex.EncodeToString(b)
 }
