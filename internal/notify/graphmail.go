@@ -2,6 +2,7 @@ package notify
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strings"
@@ -9,27 +10,23 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 
+	"github.com/mdeflow/mdeflow/internal/graph"
+	"github.com/mdeflow/mdeflow/internal/mde"
 	"github.com/mdeflow/mdeflow/internal/pipeline"
 )
 
-// MailMessage is the message handed to a MailSender. Its fields match
-// internal/graph's Mail (Subject, HTMLBody, TextBody, To, CC,
-// InternetMessageID); when that package lands this becomes an alias.
-type MailMessage struct {
-	Subject           string
-	HTMLBody          string
-	TextBody          string
-	To                []string
-	CC                []string
-	InternetMessageID string
-}
+// MailMessage is the message handed to a MailSender: internal/graph's Mail
+// (Subject, HTMLBody, TextBody, To, CC, InternetMessageID).
+type MailMessage = graph.Mail
 
 // MailSender is the part of the Graph client GraphMail needs:
-// POST /users/{mailbox}/sendMail. Errors should be *azcore.ResponseError
-// (or already classified with ErrTransient / ErrPermanent).
+// POST /users/{mailbox}/sendMail. *graph.Client implements it; its errors
+// are *mde.Error (status code, Retry-After) or mde.ErrInvalidArgument.
 type MailSender interface {
-	SendMail(ctx context.Context, mailbox string, msg MailMessage, save bool) error
+	SendMail(ctx context.Context, mailbox string, msg graph.Mail, save bool) error
 }
+
+var _ MailSender = (*graph.Client)(nil)
 
 // GraphMailConfig configures the GraphMail channel.
 type GraphMailConfig struct {
@@ -68,8 +65,8 @@ func NewGraphMail(cfg GraphMailConfig) (*GraphMail, error) {
 	if cfg.Sender == nil {
 		errs = append(errs, errors.New("graph mail: no sender"))
 	}
-	if cfg.Mailbox == "" || strings.ContainsAny(cfg.Mailbox, "/\\?#% \r\n") {
-		errs = append(errs, fmt.Errorf("graph mail: invalid mailbox %q", oneLine(cfg.Mailbox, 80)))
+	if err := graph.ValidateMailbox(cfg.Mailbox); err != nil {
+		errs = append(errs, fmt.Errorf("graph mail: %w", err))
 	}
 	if len(cfg.To) == 0 {
 		errs = append(errs, errors.New("graph mail: no recipients"))
@@ -116,12 +113,17 @@ func (g *GraphMail) Send(ctx context.Context, n pipeline.Notification, r Rendere
 	return nil
 }
 
-// classifySenderError maps a client error: already classified errors pass
-// through, *azcore.ResponseError becomes a *StatusError (with Retry-After),
-// everything else is transient.
+// classifySenderError maps a Graph client error: already classified errors
+// pass through; *mde.Error and *azcore.ResponseError become a *StatusError
+// (with Retry-After); invalid arguments and untrusted certificates are
+// permanent; everything else (network, deadlines) is transient.
 func classifySenderError(channel string, err error) error {
 	if errors.Is(err, ErrPermanent) || errors.Is(err, ErrTransient) {
 		return fmt.Errorf("%s: %w", channel, err)
+	}
+	var me *mde.Error
+	if errors.As(err, &me) {
+		return &StatusError{Channel: channel, StatusCode: me.StatusCode, RetryAfter: me.RetryAfter, Body: oneLine(me.Code, 100)}
 	}
 	var re *azcore.ResponseError
 	if errors.As(err, &re) {
@@ -130,6 +132,10 @@ func classifySenderError(channel string, err error) error {
 			se.RetryAfter = parseRetryAfter(re.RawResponse.Header.Get("Retry-After"), time.Now())
 		}
 		return se
+	}
+	var cve *tls.CertificateVerificationError
+	if errors.Is(err, mde.ErrInvalidArgument) || errors.As(err, &cve) {
+		return Permanent(fmt.Errorf("%s: %w", channel, err))
 	}
 	return Transient(fmt.Errorf("%s: %w", channel, classifyContext(err)))
 }

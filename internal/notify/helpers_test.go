@@ -99,7 +99,7 @@ func hostileNotification() pipeline.Notification {
 	return pipeline.Notification{
 		ID:       "notif-hostile-da638765432109876543_-1029384756",
 		Kind:     pipeline.NotifyApproval,
-		Channels: []string{"outbox", "smtp", "graph", "teams", "webhook"},
+		Channels: []string{"outbox", "smtp", "graphmail", "teams", "webhook"},
 		Alert: &pipeline.AlertInfo{
 			ID: "da638765432109876543_-1029384756", Title: hostileTitle, Severity: "High",
 			Category: "Execution", Description: "line1\r\n<a href=\"http://evil\">click</a>\u202Egnp.exe\x1b[31m",

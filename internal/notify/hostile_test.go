@@ -41,8 +41,8 @@ func TestHostileContentEveryChannel(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Graph, Teams, webhook: loopback HTTP servers
-	graphSrv := newCaptureServer(t, http.StatusAccepted)
-	graphCh, err := NewGraphMail(GraphMailConfig{Sender: &graphSender{base: graphSrv.URL, client: graphSrv.Client()}, Mailbox: "bot@contoso.com", To: []string{"soc@contoso.com"}})
+	graphSrv := newTLSCaptureServer(t, http.StatusAccepted)
+	graphCh, err := NewGraphMail(GraphMailConfig{Sender: newGraphClient(t, graphSrv), Mailbox: "bot@contoso.com", To: []string{"soc@contoso.com"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +59,7 @@ func TestHostileContentEveryChannel(t *testing.T) {
 	}
 
 	d, err := NewDispatcher(DispatcherOptions{
-		Channels: map[string]Channel{"outbox": outbox, "smtp": smtpCh, "graph": graphCh, "teams": teamsCh, "webhook": hookCh},
+		Channels: map[string]Channel{"outbox": outbox, "smtp": smtpCh, "graphmail": graphCh, "teams": teamsCh, "webhook": hookCh},
 		Store:    store.NewMemory(), Clock: func() time.Time { return now },
 	})
 	if err != nil {

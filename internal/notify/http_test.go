@@ -9,13 +9,16 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+
+	"github.com/mdeflow/mdeflow/internal/graph"
+	"github.com/mdeflow/mdeflow/internal/mde"
 )
 
 // capturedRequest is one request received by a test server.
@@ -37,8 +40,20 @@ type captureServer struct {
 
 func newCaptureServer(t *testing.T, okStatus int, statuses ...int) *captureServer {
 	t.Helper()
+	return startCaptureServer(t, false, okStatus, statuses...)
+}
+
+// newTLSCaptureServer is newCaptureServer over https (the Graph client
+// refuses plain http).
+func newTLSCaptureServer(t *testing.T, okStatus int, statuses ...int) *captureServer {
+	t.Helper()
+	return startCaptureServer(t, true, okStatus, statuses...)
+}
+
+func startCaptureServer(t *testing.T, useTLS bool, okStatus int, statuses ...int) *captureServer {
+	t.Helper()
 	cs := &captureServer{statuses: statuses, header: http.Header{}}
-	cs.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	cs.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		cs.mu.Lock()
 		i := len(cs.reqs)
@@ -54,6 +69,11 @@ func newCaptureServer(t *testing.T, okStatus int, statuses ...int) *captureServe
 		}
 		w.WriteHeader(okStatus)
 	}))
+	if useTLS {
+		cs.StartTLS()
+	} else {
+		cs.Start()
+	}
 	t.Cleanup(cs.Close)
 	return cs
 }
@@ -328,14 +348,31 @@ func TestHTTPTransportErrorIsTransientAndRedacted(t *testing.T) {
 	}
 }
 
-// graphSender is a test MailSender speaking the Graph sendMail protocol
-// (POST {base}/users/{mailbox}/sendMail) to an httptest server, returning
-// *azcore.ResponseError like the real client.
-type graphSender struct {
-	base   string
-	client *http.Client
+// staticCred hands the Graph client a fixed token.
+type staticCred struct{}
+
+var _ azcore.TokenCredential = staticCred{}
+
+func (staticCred) GetToken(context.Context, policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	return azcore.AccessToken{Token: "notify-test-token", ExpiresOn: time.Now().Add(time.Hour)}, nil
 }
 
+// newGraphClient returns the real internal/graph client talking to a fake
+// Graph (an httptest TLS server); the SDK retry policy is off so each
+// scripted answer is seen once.
+func newGraphClient(t *testing.T, srv *captureServer) *graph.Client {
+	t.Helper()
+	c, err := graph.NewClient(staticCred{}, &graph.ClientOptions{
+		BaseURL:       srv.URL + "/v1.0",
+		ClientOptions: azcore.ClientOptions{Transport: srv.Client(), Retry: policy.RetryOptions{MaxRetries: -1}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// graphSendMail is the sendMail request body as Graph documents it.
 type graphRecipient struct {
 	EmailAddress struct {
 		Address string `json:"address"`
@@ -356,44 +393,10 @@ type graphSendMail struct {
 	SaveToSentItems bool `json:"saveToSentItems"`
 }
 
-func (g *graphSender) SendMail(ctx context.Context, mailbox string, m MailMessage, save bool) error {
-	var body graphSendMail
-	body.Message.Subject = m.Subject
-	body.Message.Body.ContentType = "HTML"
-	body.Message.Body.Content = m.HTMLBody
-	for _, a := range m.To {
-		var r graphRecipient
-		r.EmailAddress.Address = a
-		body.Message.ToRecipients = append(body.Message.ToRecipients, r)
-	}
-	for _, a := range m.CC {
-		var r graphRecipient
-		r.EmailAddress.Address = a
-		body.Message.CcRecipients = append(body.Message.CcRecipients, r)
-	}
-	body.Message.InternetMessageID = m.InternetMessageID
-	body.SaveToSentItems = save
-	b, _ := json.Marshal(body)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.base+"/v1.0/users/"+url.PathEscape(mailbox)+"/sendMail", bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := g.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		return runtime.NewResponseError(resp)
-	}
-	return nil
-}
-
 func TestGraphMailSendsThroughSender(t *testing.T) {
 	t.Parallel()
-	srv := newCaptureServer(t, http.StatusAccepted)
-	ch, err := NewGraphMail(GraphMailConfig{Sender: &graphSender{base: srv.URL, client: srv.Client()}, Mailbox: "soc-bot@contoso.com",
+	srv := newTLSCaptureServer(t, http.StatusAccepted)
+	ch, err := NewGraphMail(GraphMailConfig{Sender: newGraphClient(t, srv), Mailbox: "soc-bot@contoso.com",
 		To: []string{"SOC <soc@contoso.com>"}, CC: []string{"lead@contoso.com"}, SaveToSentItems: true})
 	if err != nil {
 		t.Fatal(err)
@@ -404,7 +407,7 @@ func TestGraphMailSendsThroughSender(t *testing.T) {
 		t.Fatal(err)
 	}
 	reqs := srv.requests()
-	if len(reqs) != 1 || reqs[0].Path != "/v1.0/users/soc-bot@contoso.com/sendMail" {
+	if len(reqs) != 1 || reqs[0].Path != "/v1.0/users/soc-bot@contoso.com/sendMail" || reqs[0].Header.Get("Authorization") != "Bearer notify-test-token" {
 		t.Fatalf("requests %+v", reqs)
 	}
 	var got graphSendMail
@@ -412,7 +415,7 @@ func TestGraphMailSendsThroughSender(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := got.Message
-	if m.Subject != r.Subject || m.Body.Content != r.HTML || m.InternetMessageID != MessageID(n.ID) || !got.SaveToSentItems ||
+	if m.Subject != r.Subject || m.Body.Content != r.HTML || m.Body.ContentType != "HTML" || m.InternetMessageID != MessageID(n.ID) || !got.SaveToSentItems ||
 		len(m.ToRecipients) != 1 || m.ToRecipients[0].EmailAddress.Address != "soc@contoso.com" ||
 		len(m.CcRecipients) != 1 || m.CcRecipients[0].EmailAddress.Address != "lead@contoso.com" {
 		t.Errorf("sendMail body %+v", got)
@@ -434,17 +437,24 @@ func TestGraphMailErrorClasses(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(fmt.Sprint(tc.status), func(t *testing.T) {
 			t.Parallel()
-			srv := newCaptureServer(t, http.StatusAccepted, tc.status)
+			srv := newTLSCaptureServer(t, http.StatusAccepted, tc.status)
 			if tc.ra > 0 {
 				srv.header.Set("Retry-After", "3")
 			}
-			ch, err := NewGraphMail(GraphMailConfig{Sender: &graphSender{base: srv.URL, client: srv.Client()}, Mailbox: "bot@contoso.com", To: []string{"soc@contoso.com"}})
+			ch, err := NewGraphMail(GraphMailConfig{Sender: newGraphClient(t, srv), Mailbox: "bot@contoso.com", To: []string{"soc@contoso.com"}})
 			if err != nil {
 				t.Fatal(err)
 			}
-			err = ch.Send(context.Background(), hostileNotification(), Rendered{Subject: "s"})
+			err = ch.Send(context.Background(), hostileNotification(), Rendered{Subject: "s", HTML: "<p>h</p>"})
 			if err == nil {
 				t.Fatal("no error")
+			}
+			if n := len(srv.requests()); n != 1 {
+				t.Fatalf("fake Graph saw %d requests, want 1 (err %v)", n, err)
+			}
+			var se *StatusError
+			if !errors.As(err, &se) || se.StatusCode != tc.status {
+				t.Errorf("err %v is not a *StatusError %d", err, tc.status)
 			}
 			if IsTransient(err) != tc.transient {
 				t.Errorf("transient = %v, want %v: %v", IsTransient(err), tc.transient, err)
@@ -454,9 +464,39 @@ func TestGraphMailErrorClasses(t *testing.T) {
 			}
 		})
 	}
-	// An unclassified client error (network) is transient.
-	ch, _ := NewGraphMail(GraphMailConfig{Sender: &graphSender{base: "http://127.0.0.1:1", client: http.DefaultClient}, Mailbox: "bot@contoso.com", To: []string{"soc@contoso.com"}})
-	if err := ch.Send(context.Background(), hostileNotification(), Rendered{}); !IsTransient(err) || !errors.Is(err, ErrTransient) {
+	// Nothing listens: a network error is transient.
+	dead := newTLSCaptureServer(t, http.StatusAccepted)
+	client := newGraphClient(t, dead)
+	dead.Close()
+	ch, _ := NewGraphMail(GraphMailConfig{Sender: client, Mailbox: "bot@contoso.com", To: []string{"soc@contoso.com"}})
+	if err := ch.Send(context.Background(), hostileNotification(), Rendered{Subject: "s", HTML: "h"}); !errors.Is(err, ErrTransient) {
 		t.Errorf("network error: %v", err)
+	}
+}
+
+func TestClassifySenderError(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		err       error
+		transient bool
+		ra        time.Duration
+	}{
+		{"mde 429 with Retry-After", &mde.Error{StatusCode: 429, RetryAfter: 9 * time.Second}, true, 9 * time.Second},
+		{"mde 503", fmt.Errorf("sending mail: %w", &mde.Error{StatusCode: 503}), true, 0},
+		{"mde 403", &mde.Error{StatusCode: 403, Code: "ErrorAccessDenied"}, false, 0},
+		{"invalid argument", fmt.Errorf("%w: bad recipient", mde.ErrInvalidArgument), false, 0},
+		{"deadline", context.DeadlineExceeded, true, 0},
+		{"unknown", errors.New("connection reset by peer"), true, 0},
+		{"already permanent", Permanent(errors.New("x")), false, 0},
+	}
+	for _, tc := range tests {
+		err := classifySenderError("graphmail", tc.err)
+		if IsTransient(err) != tc.transient || errors.Is(err, ErrTransient) != tc.transient {
+			t.Errorf("%s: transient = %v, want %v (%v)", tc.name, IsTransient(err), tc.transient, err)
+		}
+		if ra, _ := RetryAfter(err); ra != tc.ra {
+			t.Errorf("%s: RetryAfter = %v, want %v", tc.name, ra, tc.ra)
+		}
 	}
 }
