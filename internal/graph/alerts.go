@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -330,6 +331,7 @@ func (c *Client) ListAlertsV2(ctx context.Context, opts *ListAlertsV2Options) ([
 		}
 		next, err := mde.CheckNextLink(c.base, "/security/", p.NextLink)
 		if err != nil {
+			c.log.Warn("not following @odata.nextLink", slog.String("op", "ListAlertsV2"), slog.String("error", err.Error()))
 			return out, fmt.Errorf("listing Graph alerts: %w", err)
 		}
 		if seen[next] {

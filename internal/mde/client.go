@@ -44,10 +44,9 @@ type ClientOptions struct {
 
 // Client calls the Defender for Endpoint API. It is safe for concurrent use.
 type Client struct {
-	pl      runtime.Pipeline
-	base    *url.URL // scheme://host[/prefix], no trailing slash
-	limiter *Limiter
-	log     *slog.Logger
+	pl   runtime.Pipeline
+	base *url.URL // scheme://host[/prefix], no trailing slash
+	log  *slog.Logger
 }
 
 // NewClient builds a client on an azcore pipeline: bearer token from cred,
@@ -76,7 +75,7 @@ func NewClient(cred azcore.TokenCredential, opts *ClientOptions) (*Client, error
 		lg = slog.New(slog.DiscardHandler)
 	}
 	pl := NewPipeline(moduleName, cred, []string{o.Scope}, o.Limiter, &o.ClientOptions)
-	return &Client{pl: pl, base: base, limiter: o.Limiter, log: lg}, nil
+	return &Client{pl: pl, base: base, log: lg}, nil
 }
 
 // NewPipeline builds the azcore pipeline shared by the MDE and Graph
