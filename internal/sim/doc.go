@@ -46,7 +46,8 @@
 //   - Enum literals in $filter must be exact members ('High', not 'high');
 //     a quoted datetime literal is a type error, as in ASP.NET OData.
 //   - A token for another resource gets 403 on MDE (issue #9246), 401 on Graph.
-//   - Quotas are counted per tenant; refused calls do not count.
+//   - Quotas are counted per tenant; refused calls do not count. Graph
+//     runHuntingQuery has its own 45/min, 1500/h window (429 TooManyRequests).
 //   - POST/PATCH bodies need Content-Type application/json (else 415).
 //   - PATCH /alerts takes lower camelCase properties only.
 //   - Actions by app tokens carry requestor = the app id and requestSource

@@ -85,6 +85,16 @@ func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request) {
 		writeGraphError(w, r, s.Now(), e)
 		return
 	}
+	if lower[0] == "security" && lower[1] == "runhuntingquery" && !s.opts.DisableQuotas {
+		s.mu.Lock()
+		qe := s.quotas.take(famGraphHunting, s.now())
+		s.mu.Unlock()
+		if qe != nil {
+			qe.Code = "TooManyRequests"
+			writeGraphError(w, r, s.Now(), qe)
+			return
+		}
+	}
 	if e := handle(); e != nil {
 		writeGraphError(w, r, s.Now(), e)
 	}

@@ -14,6 +14,9 @@ const (
 	famMachines = "machines"
 	famActions  = "actions"
 	famHunting  = "hunting"
+	// famGraphHunting is Graph runHuntingQuery, which documents the
+	// advanced-hunting limits; it is counted apart from the MDE API.
+	famGraphHunting = "graphHunting"
 )
 
 type limit struct {
@@ -22,10 +25,11 @@ type limit struct {
 }
 
 var familyLimits = map[string][]limit{
-	famAlerts:   {{100, time.Minute}, {1500, time.Hour}},
-	famMachines: {{100, time.Minute}, {1500, time.Hour}},
-	famActions:  {{100, time.Minute}, {1500, time.Hour}},
-	famHunting:  {{45, time.Minute}, {1500, time.Hour}},
+	famAlerts:       {{100, time.Minute}, {1500, time.Hour}},
+	famMachines:     {{100, time.Minute}, {1500, time.Hour}},
+	famActions:      {{100, time.Minute}, {1500, time.Hour}},
+	famHunting:      {{45, time.Minute}, {1500, time.Hour}},
+	famGraphHunting: {{45, time.Minute}, {1500, time.Hour}},
 }
 
 // quotas keeps the accepted call times per family (sliding windows). A call

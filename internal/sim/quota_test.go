@@ -65,6 +65,29 @@ func TestHuntingQuota(t *testing.T) {
 	}
 }
 
+func TestGraphHuntingQuota(t *testing.T) {
+	s, clk := startSim(t, Options{})
+	tok := secretToken(t, s, DefaultClientID, DefaultClientSecret, AudienceGraph+"/.default")
+	q := map[string]any{"Query": "DeviceInfo | take 1"}
+	for i := 0; i < 45; i++ {
+		if r := call(t, s, "POST", "/v1.0/security/runHuntingQuery", tok, q); r.status != 200 {
+			t.Fatalf("hunt %d: %d %s", i, r.status, r.body)
+		}
+	}
+	r := call(t, s, "POST", "/v1.0/security/runHuntingQuery", tok, q)
+	if r.status != 429 || r.errCode(t) != "TooManyRequests" || r.header.Get("Retry-After") != "60" {
+		t.Fatalf("46th Graph hunt: %d Retry-After=%q %s", r.status, r.header.Get("Retry-After"), r.body)
+	}
+	// MDE hunting has its own window.
+	if r := call(t, s, "POST", "/api/advancedqueries/run", mdeToken(t, s), q); r.status != 200 {
+		t.Errorf("MDE hunt while Graph is throttled: %d", r.status)
+	}
+	clk.Advance(time.Minute)
+	if r := call(t, s, "POST", "/v1.0/security/runHuntingQuery", tok, q); r.status != 200 {
+		t.Errorf("after a minute: %d", r.status)
+	}
+}
+
 func TestQuotaDisabled(t *testing.T) {
 	s, _ := startSim(t, Options{DisableQuotas: true})
 	tok := mdeToken(t, s)
