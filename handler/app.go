@@ -348,7 +348,7 @@ func buildApp(ctx context.Context, s *Settings, log *slog.Logger, appRoot string
 		return nil, err
 	}
 	a.Notifier, err = notify.NewDispatcher(notify.DispatcherOptions{Channels: channels, Default: s.Channels, Store: a.Store,
-		Render: notify.RenderOptions{PortalBaseURL: s.PortalBaseURL}, GroupWindow: s.GroupWindow, Logger: log})
+		Render: notify.RenderOptions{PortalBaseURL: s.PortalBaseURL, ApprovalBaseURL: s.PublicBaseURL}, GroupWindow: s.GroupWindow, Logger: log})
 	if err != nil {
 		return nil, err
 	}

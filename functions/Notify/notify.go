@@ -85,6 +85,11 @@ func (f *Function) Handle(ctx context.Context, _ *wire.Invocation, msg wire.Serv
 	n.Channels = f.Resolve(n.Channels)
 	rep, err := f.Deliverer.Deliver(ctx, n)
 	if err != nil {
+		if errors.Is(err, notify.ErrPermanent) && !errors.Is(err, notify.ErrTransient) {
+			// Nothing left that a retry could deliver (e.g. an unknown
+			// channel): dead-letter with the reason now.
+			return fn.Permanent(err)
+		}
 		return err
 	}
 	f.Logger.Info("notification delivered", fn.KeyNotifyID, n.ID, "report", rep)
