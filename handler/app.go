@@ -16,6 +16,7 @@ import (
 
 	approval "github.com/mdeflow/mdeflow/functions/Approval"
 	enrichalert "github.com/mdeflow/mdeflow/functions/EnrichAlert"
+	flushdigests "github.com/mdeflow/mdeflow/functions/FlushDigests"
 	followaction "github.com/mdeflow/mdeflow/functions/FollowAction"
 	ingestalert "github.com/mdeflow/mdeflow/functions/IngestAlert"
 	isolatemachine "github.com/mdeflow/mdeflow/functions/IsolateMachine"
@@ -448,6 +449,8 @@ func (a *App) server() *wire.Server {
 	srv.Handle(followaction.Name, fn.ServiceBus(d, queue.Actions, "msg", follow.Handle))
 	nf := &notifyfn.Function{Deliverer: a.Notifier, Configured: s.Channels, Logger: log.With(fn.KeyFunction, notifyfn.Name)}
 	srv.Handle(notifyfn.Name, fn.ServiceBus(d, queue.Notifications, "msg", nf.Handle))
+	srv.Handle(flushdigests.Name, (&flushdigests.Function{Flusher: a.Notifier, Enabled: s.GroupWindow > 0, Now: now,
+		Logger: log.With(fn.KeyFunction, flushdigests.Name)}).Invoke)
 	srv.Handle(scheduledhunt.Name, (&scheduledhunt.Function{Runner: a.Hunts, Now: now,
 		Logger: log.With(fn.KeyFunction, scheduledhunt.Name)}).Invoke)
 	srv.Handle(runhunt.Name, (&runhunt.Function{Runner: a.Hunts, Publisher: a.Publisher, Now: now,
@@ -472,7 +475,7 @@ func (a *App) server() *wire.Server {
 // functionNames lists the functions the binary serves; a test checks it
 // against the functions/ folders.
 func functionNames() []string {
-	return []string{onnewalert.Name, ingestalert.Name, enrichalert.Name, isolatemachine.Name, followaction.Name, notifyfn.Name,
+	return []string{onnewalert.Name, flushdigests.Name, ingestalert.Name, enrichalert.Name, isolatemachine.Name, followaction.Name, notifyfn.Name,
 		scheduledhunt.Name, runhunt.Name, approval.Name, manualisolate.Name, manualrelease.Name, resetbreaker.Name}
 }
 
