@@ -19,6 +19,7 @@ import (
 
 	"github.com/mdeflow/mdeflow/internal/fn"
 	"github.com/mdeflow/mdeflow/internal/hunt"
+	"github.com/mdeflow/mdeflow/internal/mde"
 	"github.com/mdeflow/mdeflow/internal/pipeline"
 	"github.com/mdeflow/mdeflow/internal/queue"
 	"github.com/mdeflow/mdeflow/internal/wire"
@@ -62,11 +63,20 @@ type Catalog interface {
 	Get(id string) (hunt.Hunt, bool)
 }
 
-// Publisher sends a run's digest and device alerts. Message ids derive from
-// the hunt id and slot, so a replayed run publishes nothing twice.
+// Tagger tags a device (the hunt's onHits.tagDevice).
+type Tagger interface {
+	AddMachineTag(ctx context.Context, id, tag string) (*mde.Machine, error)
+}
+
+// Publisher sends a run's digest and device alerts, and tags the devices of
+// new rows when the hunt says so. Message ids derive from the hunt id and
+// slot, so a replayed run publishes nothing twice; adding a tag twice is
+// harmless.
 type Publisher struct {
 	Queue    queue.Sender
 	Catalog  Catalog
+	Tagger   Tagger // nil: tagging is off
+	DryRun   bool
 	Channels []string
 	MaxRows  int
 	Logger   *slog.Logger
@@ -116,6 +126,42 @@ func (p *Publisher) Publish(ctx context.Context, r hunt.RunReport) error {
 			return fmt.Errorf("raising alerts of hunt %s: %w", r.HuntID, err)
 		}
 		p.Logger.Info("hunt raised device alerts", fn.KeyHuntID, r.HuntID, fn.KeyCount, len(msgs))
+	}
+	return p.tag(ctx, h, r)
+}
+
+// tag applies onHits.tagDevice to every valid device id of the new rows.
+func (p *Publisher) tag(ctx context.Context, h hunt.Hunt, r hunt.RunReport) error {
+	tag := h.OnHits.TagDevice
+	if tag == "" || p.Tagger == nil {
+		return nil
+	}
+	if err := mde.ValidateTag(tag); err != nil {
+		return fn.Permanent(err)
+	}
+	col := "DeviceId"
+	if ra := h.OnHits.RaiseAlerts; ra != nil && ra.DeviceIDColumn != "" {
+		col = ra.DeviceIDColumn
+	}
+	done := map[string]bool{}
+	for _, row := range r.NewRows {
+		id, _ := row[col].(string)
+		if done[id] || mde.ValidateMachineID(id) != nil {
+			continue
+		}
+		done[id] = true
+		if p.DryRun {
+			p.Logger.Info("dry run: would tag device", fn.KeyHuntID, r.HuntID, fn.KeyMachineID, id, "tag", tag)
+			continue
+		}
+		if _, err := p.Tagger.AddMachineTag(ctx, id, tag); err != nil {
+			if fn.IsPermanent(err) {
+				p.Logger.Warn("device not tagged", fn.KeyHuntID, r.HuntID, fn.KeyMachineID, id, fn.KeyReason, err.Error())
+				continue
+			}
+			return fmt.Errorf("tagging device %s for hunt %s: %w", id, r.HuntID, err)
+		}
+		p.Logger.Info("device tagged", fn.KeyHuntID, r.HuntID, fn.KeyMachineID, id, "tag", tag)
 	}
 	return nil
 }
