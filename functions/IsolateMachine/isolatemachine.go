@@ -402,7 +402,7 @@ func (f *Function) notifyApproval(ctx context.Context, st *RequestState) error {
 
 func (f *Function) notifyBreaker(ctx context.Context, br policy.BreakerResult, now time.Time) error {
 	n := pipeline.Notification{ID: fmt.Sprintf("n-breaker-%d", now.Unix()), Kind: pipeline.NotifyBreaker,
-		Text:      fmt.Sprintf("The isolation cap tripped after %d isolations in the window. mdeflow isolates nothing more until someone resets the breaker (POST /api/breaker?action=reset).", br.Count),
+		Text:      fmt.Sprintf("The isolation cap tripped after %d isolations in the window. mdeflow isolates nothing more until someone resets the breaker: POST /api/breaker with the admin key and the body {\"action\":\"reset\",\"by\":\"<your name>\"}.", br.Count),
 		CreatedAt: now}
 	return send(ctx, f.Queue, queue.Notifications, n.ID, n.ID, n.Kind, n, time.Time{})
 }
