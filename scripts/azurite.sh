@@ -14,6 +14,7 @@
 #                       taken by another process a free port is picked instead)
 #   AZURITE_DIR         install + state folder (default <repo>/.tools/azurite)
 #   AZURITE_START_TIMEOUT seconds to wait for the port (default 60)
+#   AZURITE_INSTALL_TIMEOUT seconds allowed for npm install (default 900)
 #
 # Needs node and npm (the npm registry is reached once, on first start).
 # Works without a terminal or stdin (CI runs it as root with no stdin).
@@ -27,9 +28,11 @@ run_dir="$dir/run"
 pid_file="$run_dir/azurite-table.pid"
 port_file="$run_dir/azurite-table.port"
 log_file="$run_dir/azurite-table.log"
-bin="$dir/node_modules/.bin/azurite-table"
+pkg_dir="$dir/pkg"
+bin="$pkg_dir/node_modules/.bin/azurite-table"
 default_port=10002
 start_timeout="${AZURITE_START_TIMEOUT:-60}"
+install_timeout="${AZURITE_INSTALL_TIMEOUT:-900}"
 
 log() { printf 'azurite.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -53,24 +56,36 @@ running() {
 	return 0
 }
 
-installed_version() {
-	local pkg="$dir/node_modules/azurite/package.json"
-	[[ -f "$pkg" ]] || return 0
-	node -e 'process.stdout.write(require(process.argv[1]).version)' "$pkg" 2>/dev/null || true
-}
-
+# install puts azurite@AZURITE_VERSION in $pkg_dir, atomically: npm works
+# in a staging folder that replaces $pkg_dir only when it succeeded, and a
+# marker names the installed version, so an interrupted install is redone.
 install() {
-	command -v node >/dev/null || die "node is not installed (apt-get install nodejs npm)"
-	command -v npm >/dev/null || die "npm is not installed (apt-get install npm)"
-	if [[ -x "$bin" && "$(installed_version)" == "$AZURITE_VERSION" ]]; then
+	command -v node >/dev/null || die "node is not installed (apt-get install -y nodejs npm)"
+	command -v npm >/dev/null || die "npm is not installed (apt-get install -y npm)"
+	if [[ -x "$bin" && -f "$pkg_dir/.installed-$AZURITE_VERSION" ]]; then
 		return 0
 	fi
-	log "installing azurite@$AZURITE_VERSION into $dir"
+	log "installing azurite@$AZURITE_VERSION into $pkg_dir"
 	mkdir -p "$dir"
-	npm install --prefix "$dir" --no-audit --no-fund --no-update-notifier \
-		--loglevel=error "azurite@$AZURITE_VERSION" </dev/null >&2 ||
-		die "npm install azurite@$AZURITE_VERSION failed"
-	[[ -x "$bin" ]] || die "npm install finished but $bin is missing"
+	local staging="$pkg_dir.staging" npm_cmd=()
+	rm -rf "$staging"
+	mkdir -p "$staging"
+	# Bound the install: npm retries a failing registry for a long time.
+	if command -v timeout >/dev/null; then
+		npm_cmd=(timeout "$install_timeout")
+	fi
+	npm_cmd+=(npm install --prefix "$staging" --no-audit --no-fund --no-update-notifier
+		--loglevel=error "azurite@$AZURITE_VERSION")
+	if ! "${npm_cmd[@]}" </dev/null >&2; then
+		rm -rf "$staging"
+		die "npm install azurite@$AZURITE_VERSION failed or took over ${install_timeout}s (registry reachable? TLS interception needs NODE_EXTRA_CA_CERTS)"
+	fi
+	[[ -x "$staging/node_modules/.bin/azurite-table" ]] || die "npm install finished but azurite-table is missing"
+	touch "$staging/.installed-$AZURITE_VERSION"
+	rm -rf "$pkg_dir"
+	mv "$staging" "$pkg_dir"
+	# Layout before the staging install (node_modules directly in $dir).
+	rm -rf "$dir/node_modules" "$dir/package.json" "$dir/package-lock.json"
 }
 
 free_port() {
