@@ -12,6 +12,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -220,5 +222,331 @@ func TestPolicyCapBreakerEndToEnd(t *testing.T) {
 	}
 	if ps.Breaker == nil || ps.Breaker.ResetBy != "test" {
 		t.Errorf("stored breaker: %+v", ps.Breaker)
+	}
+}
+
+// approvalLink is one signed link of an approval notification.
+type approvalLink struct {
+	raw  string
+	u    *url.URL
+	exp  time.Time
+	form url.Values // verdict, exp, sig
+}
+
+func parseApprovalLink(t *testing.T, raw string) approvalLink {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil || raw == "" {
+		t.Fatalf("approval link %q: %v", raw, err)
+	}
+	q := u.Query()
+	exp, err := strconv.ParseInt(q.Get("exp"), 10, 64)
+	if err != nil || q.Get("sig") == "" || q.Get("verdict") == "" {
+		t.Fatalf("approval link %q lacks verdict, exp or sig", raw)
+	}
+	return approvalLink{raw: raw, u: u, exp: time.Unix(exp, 0), form: q}
+}
+
+// post submits the link's parameters as the confirmation page's form does
+// (POST to the link's path, form body verdict/exp/sig), after change.
+func (l approvalLink) post(ctx context.Context, t *testing.T, st *peStack, change func(url.Values)) peResp {
+	t.Helper()
+	form := url.Values{}
+	for k, v := range l.form {
+		form[k] = append([]string(nil), v...)
+	}
+	if change != nil {
+		change(form)
+	}
+	target := l.u.Scheme + "://" + l.u.Host + l.u.EscapedPath()
+	return st.do(ctx, t, "POST", target, "", "application/x-www-form-urlencoded", form.Encode())
+}
+
+// flipChar changes one character of a base64url signature.
+func flipChar(s string) string {
+	b := []byte(s)
+	if b[0] == 'A' {
+		b[0] = 'B'
+	} else {
+		b[0] = 'A'
+	}
+	return string(b)
+}
+
+// A High rule with requireApproval: the approval notification carries the
+// signed approve/deny links and what an approver needs to decide; a GET of
+// a link only shows a confirmation page; a POST approves (isolation,
+// outcome notified, audit) or denies (no isolate call); unanswered requests
+// expire per onExpiry deny; tampered and expired links are refused with 403
+// and change nothing; a second decision answers 409. An approval given just
+// before the link expires is honoured, even when the expiry follow-up runs
+// while the isolation is still being carried out.
+func TestPolicyApprovalEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+
+	now := time.Now().UTC()
+	mA := peMachine("ws-appr-approve", "Windows11", "Finance-Workstations", "High", "finance")
+	mB := peMachine("ws-appr-deny", "Windows10", "HR-Workstations", "Medium")
+	mC := peMachine("ws-appr-expire", "WindowsServer2019", "Tier1-Servers", "Low")
+	mD := peMachine("ws-appr-late", "Windows11", "Dev-Workstations", "High")
+	machines := []mde.Machine{mA, mB, mC, mD}
+	tn := &sim.Tenant{ID: sim.DefaultTenantID, Machines: machines}
+	alerts := map[string]mde.Alert{}
+	for i, m := range machines {
+		a := peAlert(200+i, mde.SeverityHigh, m, fmt.Sprintf(`Suspicious access to LSASS memory on <%s> & "friends"`, m.ComputerDNSName), now.Add(-time.Duration(5-i)*time.Minute))
+		tn.Alerts = append(tn.Alerts, a)
+		alerts[m.ID] = a
+	}
+	reqID := func(m mde.Machine) string { return "iso-" + alerts[m.ID].ID }
+
+	st := peStart(ctx, t, tn, "testdata/policies/approval.yaml", nil)
+	if err := st.Host.Invoke(ctx, "OnNewAlert", ""); err != nil {
+		t.Fatal(err)
+	}
+	// The expiry follow-ups are scheduled a minute ahead, so the queues are
+	// not idle until then: wait for the approval notifications instead.
+	type links struct{ approve, deny approvalLink }
+	ls := map[string]links{}
+	for _, m := range machines {
+		n := st.waitMail(ctx, t, "n-approval-"+reqID(m), time.Minute)
+		if strings.Contains(n.Text, "withheld") {
+			t.Fatalf("approval notification for %s withholds its links:\n%s", m.ComputerDNSName, n.Text)
+		}
+		want := map[string]string{"Name": m.ComputerDNSName, "OS": m.OSPlatform, "Device group": *m.RbacGroupName,
+			"Risk": *m.RiskScore, "Title": alerts[m.ID].Title, "Severity": mde.SeverityHigh, "Rule": "high-approve"}
+		for label, v := range want {
+			if got := n.Field(label); got != v {
+				t.Errorf("approval notification for %s: %s is %q, want %q", m.ComputerDNSName, label, got, v)
+			}
+		}
+		if !strings.HasPrefix(n.Subject, "[mdeflow] Approval needed: isolate "+m.ComputerDNSName) {
+			t.Errorf("approval subject %q", n.Subject)
+		}
+		// The HTML part escapes the hostile title and carries the same links.
+		if strings.Contains(n.HTML, "<"+m.ComputerDNSName+">") || !strings.Contains(n.HTML, "&lt;"+m.ComputerDNSName+"&gt;") {
+			t.Errorf("HTML part does not escape the alert title")
+		}
+		l := links{approve: parseApprovalLink(t, n.Field("Approve")), deny: parseApprovalLink(t, n.Field("Deny"))}
+		if !strings.HasPrefix(l.approve.raw, st.Host.URL()+"/api/approvals/"+reqID(m)+"?") || l.approve.form.Get("verdict") != "approve" || l.deny.form.Get("verdict") != "deny" {
+			t.Fatalf("links of %s: %s %s", m.ComputerDNSName, l.approve.raw, l.deny.raw)
+		}
+		if !strings.Contains(n.HTML, strings.ReplaceAll(l.approve.raw, "&", "&amp;")) {
+			t.Errorf("HTML part of %s lacks the approve link", m.ComputerDNSName)
+		}
+		if d := time.Until(l.approve.exp); d < 30*time.Second || d > 61*time.Second {
+			t.Fatalf("links of %s expire in %s; the policy says 1m", m.ComputerDNSName, d)
+		}
+		ls[m.ID] = l
+	}
+	if total, _ := st.isolateCalls(machines...); total != 0 {
+		t.Fatalf("%d isolate calls before any approval", total)
+	}
+
+	t.Run("approve", func(t *testing.T) {
+		l := ls[mA.ID]
+		before := st.enqueued("isolations")
+		// GET never acts: mail scanners open links.
+		for i := 0; i < 2; i++ {
+			r := st.do(ctx, t, "GET", l.approve.raw, "", "", "")
+			if r.Status != 200 || !strings.Contains(r.Body, `<form method="post"`) || !strings.Contains(r.Body, l.approve.form.Get("sig")) ||
+				!strings.Contains(r.Body, mA.ComputerDNSName) || !strings.Contains(r.Body, "Approve isolation") {
+				t.Fatalf("GET approve link: %d\n%s", r.Status, r.Body)
+			}
+		}
+		if after := st.enqueued("isolations"); after != before {
+			t.Fatalf("GET of the approve link enqueued %d isolation message(s)", after-before)
+		}
+		if total, _ := st.Sim.IsolateCalls(mA.ID); total != 0 {
+			t.Fatalf("GET of the approve link isolated the machine")
+		}
+		r := l.approve.post(ctx, t, st, nil)
+		if r.Status != 200 || !strings.Contains(r.Body, "Approved") {
+			t.Fatalf("POST approve: %d\n%s", r.Status, r.Body)
+		}
+		o := st.waitMail(ctx, t, outcomeID(reqID(mA)), time.Minute)
+		if o.Field("Outcome") != pipeline.OutcomeSucceeded || o.Field("Action type") != mde.ActionTypeIsolate || o.Field("Final status") != mde.ActionSucceeded {
+			t.Errorf("outcome after approval:\n%s", o.Text)
+		}
+		if total, accepted := st.Sim.IsolateCalls(mA.ID); total != 1 || accepted != 1 {
+			t.Errorf("approved isolation: %d isolate calls (%d accepted), want 1", total, accepted)
+		}
+		// Decided: a second POST, the deny link and a GET answer 409.
+		for name, r := range map[string]peResp{
+			"second approve": l.approve.post(ctx, t, st, nil),
+			"deny":           ls[mA.ID].deny.post(ctx, t, st, nil),
+			"GET":            st.do(ctx, t, "GET", l.approve.raw, "", "", ""),
+		} {
+			if r.Status != 409 || !strings.Contains(r.Body, "Nothing was changed") {
+				t.Errorf("%s after the approval: %d, want 409\n%s", name, r.Status, r.Body)
+			}
+		}
+		if total, _ := st.Sim.IsolateCalls(mA.ID); total != 1 {
+			t.Errorf("a second decision made another isolate call (%d)", total)
+		}
+	})
+
+	t.Run("tampered links change nothing", func(t *testing.T) {
+		l := ls[mB.ID]
+		before := st.enqueued("isolations")
+		cases := map[string]func() peResp{
+			"one character of sig": func() peResp {
+				return l.deny.post(ctx, t, st, func(f url.Values) { f.Set("sig", flipChar(f.Get("sig"))) })
+			},
+			"approve verdict with the deny sig": func() peResp {
+				return l.deny.post(ctx, t, st, func(f url.Values) { f.Set("verdict", "approve") })
+			},
+			"deny verdict with the approve sig": func() peResp {
+				return l.approve.post(ctx, t, st, func(f url.Values) { f.Set("verdict", "deny") })
+			},
+			"later exp": func() peResp {
+				return l.approve.post(ctx, t, st, func(f url.Values) { f.Set("exp", strconv.FormatInt(l.approve.exp.Unix()+30, 10)) })
+			},
+			"no sig": func() peResp {
+				return l.approve.post(ctx, t, st, func(f url.Values) { f.Del("sig") })
+			},
+			"another request's link": func() peResp {
+				other := ls[mC.ID].approve
+				other.u = l.approve.u
+				return other.post(ctx, t, st, nil)
+			},
+			"GET with a changed sig": func() peResp {
+				u := *l.approve.u
+				q := u.Query()
+				q.Set("sig", flipChar(q.Get("sig")))
+				u.RawQuery = q.Encode()
+				return st.do(ctx, t, "GET", u.String(), "", "", "")
+			},
+		}
+		for name, call := range cases {
+			if r := call(); r.Status != 403 || !strings.Contains(r.Body, "Nothing was changed") {
+				t.Errorf("%s: %d, want 403\n%s", name, r.Status, r.Body)
+			}
+		}
+		if after := st.enqueued("isolations"); after != before {
+			t.Errorf("refused links enqueued %d isolation message(s)", after-before)
+		}
+		if _, ok := st.mail(t, outcomeID(reqID(mB))); ok {
+			t.Errorf("a refused link decided the request")
+		}
+		// The request still waits: its real link is still good.
+		if r := st.do(ctx, t, "GET", l.deny.raw, "", "", ""); r.Status != 200 || !strings.Contains(r.Body, "Deny isolation") {
+			t.Errorf("GET deny link after the refused ones: %d\n%s", r.Status, r.Body)
+		}
+	})
+
+	t.Run("deny", func(t *testing.T) {
+		l := ls[mB.ID]
+		r := l.deny.post(ctx, t, st, nil)
+		if r.Status != 200 || !strings.Contains(r.Body, "Denied") {
+			t.Fatalf("POST deny: %d\n%s", r.Status, r.Body)
+		}
+		o := st.waitMail(ctx, t, outcomeID(reqID(mB)), time.Minute)
+		if o.Field("Outcome") != pipeline.OutcomeDenied {
+			t.Errorf("outcome after the denial:\n%s", o.Text)
+		}
+		if r := l.approve.post(ctx, t, st, nil); r.Status != 409 {
+			t.Errorf("approve after the denial: %d, want 409\n%s", r.Status, r.Body)
+		}
+		if r := l.deny.post(ctx, t, st, nil); r.Status != 409 {
+			t.Errorf("second deny: %d, want 409", r.Status)
+		}
+	})
+
+	// D is approved 3 s before its link expires while Defender answers
+	// slowly, so the expiry follow-up runs while IsolateMachine is still
+	// carrying out the approved isolation.
+	t.Run("approved just before expiry", func(t *testing.T) {
+		l := ls[mD.ID]
+		time.Sleep(time.Until(l.approve.exp.Add(-3 * time.Second)))
+		st.Sim.SetFaults(sim.Faults{Latency: 5 * time.Second})
+		r := l.approve.post(ctx, t, st, nil)
+		if r.Status != 200 || !strings.Contains(r.Body, "Approved") {
+			st.Sim.SetFaults(sim.Faults{})
+			t.Fatalf("POST approve 3 s before expiry: %d\n%s", r.Status, r.Body)
+		}
+		time.Sleep(time.Until(l.approve.exp.Add(time.Second)))
+		st.Sim.SetFaults(sim.Faults{})
+	})
+
+	st.waitIdle(ctx, t) // every expiry follow-up has run
+
+	t.Run("expiry", func(t *testing.T) {
+		o := st.mustMail(t, outcomeID(reqID(mC)))
+		if o.Field("Outcome") != pipeline.OutcomeExpired || !strings.Contains(o.Field("Reason"), "not isolated") {
+			t.Errorf("outcome of the unanswered request:\n%s", o.Text)
+		}
+		if total, _ := st.Sim.IsolateCalls(mC.ID); total != 0 {
+			t.Errorf("the expired request isolated the machine")
+		}
+		// Expired links are refused and change nothing.
+		before := st.enqueued("isolations")
+		if r := ls[mC.ID].approve.post(ctx, t, st, nil); r.Status != 403 {
+			t.Errorf("POST of an expired approve link: %d, want 403\n%s", r.Status, r.Body)
+		}
+		if r := st.do(ctx, t, "GET", ls[mC.ID].deny.raw, "", "", ""); r.Status != 403 {
+			t.Errorf("GET of an expired deny link: %d, want 403", r.Status)
+		}
+		st.waitIdle(ctx, t)
+		if after := st.enqueued("isolations"); after != before {
+			t.Errorf("an expired link enqueued %d isolation message(s)", after-before)
+		}
+		if total, _ := st.Sim.IsolateCalls(mC.ID); total != 0 {
+			t.Errorf("an expired link isolated the machine")
+		}
+	})
+
+	o := st.mustMail(t, outcomeID(reqID(mD)))
+	if o.Field("Outcome") != pipeline.OutcomeSucceeded {
+		t.Errorf("approved just before expiry: outcome %q (%s), want succeeded", o.Field("Outcome"), o.Field("Reason"))
+	}
+	if total, accepted := st.Sim.IsolateCalls(mD.ID); total != 1 || accepted != 1 {
+		t.Errorf("approved just before expiry: %d isolate calls (%d accepted), want 1", total, accepted)
+	}
+	if total, accepted := st.isolateCalls(machines...); total != 2 || accepted != 2 {
+		t.Errorf("isolate calls in all: %d (%d accepted), want 2 (the approved ones)", total, accepted)
+	}
+	if n := st.deadLettered(); n != 0 {
+		t.Errorf("%d dead-lettered messages", n)
+	}
+
+	// The store and the audit.
+	ps := st.snapshot(ctx, t)
+	want := map[string]struct {
+		outcome string
+		audit   []string
+	}{
+		reqID(mA): {pipeline.OutcomeSucceeded, []string{pipeline.OutcomePendingApproval, pipeline.OutcomeAccepted, pipeline.OutcomeSucceeded}},
+		reqID(mB): {pipeline.OutcomeDenied, []string{pipeline.OutcomePendingApproval, pipeline.OutcomeDenied}},
+		reqID(mC): {pipeline.OutcomeExpired, []string{pipeline.OutcomePendingApproval, pipeline.OutcomeExpired}},
+		reqID(mD): {pipeline.OutcomeSucceeded, []string{pipeline.OutcomePendingApproval, pipeline.OutcomeAccepted, pipeline.OutcomeSucceeded}},
+	}
+	for id, w := range want {
+		rs, ok := ps.Requests[id]
+		if !ok || rs.Outcome == nil || rs.Outcome.Kind != w.outcome {
+			t.Errorf("request %s: %+v, want outcome %s", id, rs.Outcome, w.outcome)
+			continue
+		}
+		audit := ps.auditOf(id)
+		for _, k := range w.audit {
+			e, ok := audit[k]
+			if !ok {
+				t.Errorf("request %s: no audit entry %q (has %v)", id, k, audit)
+				continue
+			}
+			if e.RuleID != "high-approve" || e.PolicyVersion != "e2e-approval-1" || e.MachineID != rs.Request.MachineID {
+				t.Errorf("audit %s/%s: %+v", id, k, e)
+			}
+		}
+		if len(audit) != len(w.audit) {
+			t.Errorf("request %s: audit %v, want exactly %v", id, audit, w.audit)
+		}
+	}
+	if rs := ps.Requests[reqID(mA)]; !rs.Request.Approved || rs.Request.Requestor != "approval link" {
+		t.Errorf("approved request: approved=%v requestor=%q", rs.Request.Approved, rs.Request.Requestor)
 	}
 }
