@@ -130,6 +130,14 @@ func (f *Function) expire(ctx context.Context, fl pipeline.ActionFollow) error {
 	if !ok || st.State != isolatemachine.StateApprovalPending {
 		return nil // decided meanwhile
 	}
+	if st.Request.Approved {
+		// An approver answered before the link expired: IsolateMachine is
+		// carrying out the approved request (or will: the approval is sent
+		// again in case that send was lost; its message id makes a
+		// duplicate harmless). Expiring it now would report "not isolated"
+		// for a machine Defender is isolating.
+		return Approve(ctx, f.Queue, st.Request, st.Request.Requestor)
+	}
 	now := f.Now().UTC()
 	onExpiry := "deny"
 	if st.Approval != nil && st.Approval.OnExpiry != "" {
