@@ -9,10 +9,13 @@ package main
 // the state left in the embedded store.
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -548,5 +551,249 @@ func TestPolicyApprovalEndToEnd(t *testing.T) {
 	}
 	if rs := ps.Requests[reqID(mA)]; !rs.Request.Approved || rs.Request.Requestor != "approval link" {
 		t.Errorf("approved request: approved=%v requestor=%q", rs.Request.Approved, rs.Request.Requestor)
+	}
+}
+
+// Manual requests: POST /api/machines/{id-or-name}/isolate goes through the
+// same queue and guards as an alert (a protected machine is skipped, an
+// isolated one is not isolated twice, a free one is isolated), with the
+// function key and a valid body only; POST .../release unisolates, audits,
+// notifies and frees the machine for later requests.
+func TestPolicyManualIsolateAndRelease(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	prot := peMachine("dc-e2e-01", "WindowsServer2022", "Tier0-Servers", "High", "protected")
+	free := peMachine("ws-e2e-01", "Windows11", "Finance-Workstations", "Medium")
+	dup1 := peMachine("ws-dup", "Windows10", "HR-Workstations", "Low")
+	dup2 := dup1
+	dup2.ID = peMachine("ws-dup-reimaged", "", "", "").ID // a re-imaged device keeps its name
+	tn := &sim.Tenant{ID: sim.DefaultTenantID, Machines: []mde.Machine{prot, free, dup1, dup2}}
+	st := peStart(ctx, t, tn, "", nil) // the built-in policy: tag "protected" is never isolated
+
+	isolate := func(ref string) string { return "/api/machines/" + url.PathEscape(ref) + "/isolate" }
+	release := func(ref string) string { return "/api/machines/" + url.PathEscape(ref) + "/release" }
+	good := `{"comment":"contain for forensics","requestor":"e2e-analyst"}`
+
+	t.Run("refused requests", func(t *testing.T) {
+		before := st.enqueued("isolations")
+		cases := []struct {
+			name, path, key, body string
+			status                int
+		}{
+			{"isolate without key", isolate(free.ID), "", good, 401},
+			{"isolate with a wrong key", isolate(free.ID), "wrong", good, 401},
+			{"release without key", release(free.ID), "", good, 401},
+			{"body is not JSON", isolate(free.ID), st.FunctionKey, `comment=x`, 400},
+			{"no body", isolate(free.ID), st.FunctionKey, ``, 400},
+			{"no requestor", isolate(free.ID), st.FunctionKey, `{"comment":"x"}`, 400},
+			{"no comment", isolate(free.ID), st.FunctionKey, `{"requestor":"x"}`, 400},
+			{"unknown isolation type", isolate(free.ID), st.FunctionKey, `{"comment":"x","requestor":"y","isolationType":"Partial"}`, 400},
+			{"name with forbidden characters", isolate("ws-e2e-01;rm -rf"), st.FunctionKey, good, 400},
+			{"unknown device id", isolate(strings.Repeat("ab", 20)), st.FunctionKey, good, 404},
+			{"unknown name", isolate("ws-nowhere"), st.FunctionKey, good, 404},
+			{"name of two devices", isolate(dup1.ComputerDNSName), st.FunctionKey, good, 409},
+			{"release body is not JSON", release(free.ID), st.FunctionKey, `{`, 400},
+			{"release without requestor", release(free.ID), st.FunctionKey, `{"comment":"x"}`, 400},
+			{"release of an unknown device", release(strings.Repeat("cd", 20)), st.FunctionKey, good, 404},
+		}
+		for _, c := range cases {
+			if r := st.do(ctx, t, "POST", c.path, c.key, "", c.body); r.Status != c.status {
+				t.Errorf("%s: %d, want %d\n%s", c.name, r.Status, c.status, r.Body)
+			}
+		}
+		if after := st.enqueued("isolations"); after != before {
+			t.Errorf("refused requests enqueued %d isolation message(s)", after-before)
+		}
+		if n := len(st.actionsOf(free.ID, mde.ActionTypeUnisolate)); n != 0 {
+			t.Errorf("a refused release called Defender")
+		}
+	})
+
+	type accepted struct{ RequestID, MachineID, Status string }
+	post := func(t *testing.T, ref, body string) accepted {
+		t.Helper()
+		r := st.do(ctx, t, "POST", isolate(ref), st.FunctionKey, "", body)
+		if r.Status != 202 {
+			t.Fatalf("manual isolate %s: %d %s", ref, r.Status, r.Body)
+		}
+		var a accepted
+		r.JSON(t, &a)
+		return a
+	}
+
+	var protReq, freeReq, againReq, afterRelease accepted
+	t.Run("guards", func(t *testing.T) {
+		protReq = post(t, "dc-e2e-01", good) // short name: the first DNS label
+		body := `{"comment":"contain for forensics","requestor":"e2e-analyst","idempotencyKey":"e2e-1"}`
+		freeReq = post(t, free.ID, body)
+		if retry := post(t, free.ID, body); retry.RequestID != freeReq.RequestID {
+			t.Errorf("same idempotencyKey, new request: %s != %s", retry.RequestID, freeReq.RequestID)
+		}
+		if protReq.MachineID != prot.ID || freeReq.MachineID != free.ID {
+			t.Fatalf("resolved %s and %s", protReq.MachineID, freeReq.MachineID)
+		}
+		st.waitIdle(ctx, t)
+
+		o := st.mustMail(t, outcomeID(protReq.RequestID))
+		if o.Field("Outcome") != pipeline.OutcomeSkipped || o.Field("Guard") != policy.GuardProtected {
+			t.Errorf("protected machine: outcome %q guard %q\n%s", o.Field("Outcome"), o.Field("Guard"), o.Text)
+		}
+		if total, _ := st.Sim.IsolateCalls(prot.ID); total != 0 {
+			t.Errorf("a protected machine got %d isolate calls", total)
+		}
+		o = st.mustMail(t, outcomeID(freeReq.RequestID))
+		if o.Field("Outcome") != pipeline.OutcomeSucceeded || o.Field("Rule") != "manual" {
+			t.Errorf("free machine: outcome %q rule %q\n%s", o.Field("Outcome"), o.Field("Rule"), o.Text)
+		}
+		if total, acc := st.Sim.IsolateCalls(free.ID); total != 1 || acc != 1 || !st.Sim.Isolated(free.ID) {
+			t.Fatalf("free machine: %d isolate calls (%d accepted), isolated=%v", total, acc, st.Sim.Isolated(free.ID))
+		}
+		acts := st.actionsOf(free.ID, mde.ActionTypeIsolate)
+		if len(acts) != 1 || !strings.Contains(acts[0].RequestorComment, "manual isolation by e2e-analyst: contain for forensics") {
+			t.Errorf("isolate action comment: %+v", acts)
+		}
+
+		// Already isolated: skipped, no second call.
+		againReq = post(t, free.ComputerDNSName, `{"comment":"again","requestor":"e2e-analyst","idempotencyKey":"e2e-2"}`)
+		if againReq.RequestID == freeReq.RequestID {
+			t.Fatal("a new idempotencyKey gave the same request id")
+		}
+		st.waitIdle(ctx, t)
+		if o := st.mustMail(t, outcomeID(againReq.RequestID)); o.Field("Outcome") != pipeline.OutcomeSkipped || o.Field("Guard") != policy.GuardAlreadyIsolated {
+			t.Errorf("isolated machine: outcome %q guard %q", o.Field("Outcome"), o.Field("Guard"))
+		}
+		if total, _ := st.Sim.IsolateCalls(free.ID); total != 1 {
+			t.Errorf("an isolated machine got a second isolate call")
+		}
+	})
+
+	t.Run("release", func(t *testing.T) {
+		r := st.do(ctx, t, "POST", release(free.ID), st.FunctionKey, "", `{"comment":"cleaned up","requestor":"e2e-analyst"}`)
+		if r.Status != 200 {
+			t.Fatalf("release: %d %s", r.Status, r.Body)
+		}
+		var rel struct {
+			MachineID string           `json:"machineId"`
+			Outcome   pipeline.Outcome `json:"outcome"`
+		}
+		r.JSON(t, &rel)
+		if rel.MachineID != free.ID || rel.Outcome.Kind != pipeline.OutcomeAccepted || rel.Outcome.ActionID == "" {
+			t.Fatalf("release answer: %s", r.Body)
+		}
+		un := st.actionsOf(free.ID, mde.ActionTypeUnisolate)
+		if len(un) != 1 || un[0].ID != rel.Outcome.ActionID || !strings.Contains(un[0].RequestorComment, "manual release by e2e-analyst: cleaned up") {
+			t.Fatalf("unisolate actions in the simulator: %+v", un)
+		}
+		for deadline := time.Now().Add(30 * time.Second); st.Sim.Isolated(free.ID); time.Sleep(100 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the machine is still isolated 30 s after the release")
+			}
+		}
+		st.waitIdle(ctx, t)
+		mails := st.mailsWithPrefix(t, "n-release-")
+		if len(mails) != 1 || !strings.Contains(mails[0].Text, "released from isolation on request of e2e-analyst") || mails[0].Field("Name") != free.ComputerDNSName {
+			t.Errorf("release notifications: %+v", mails)
+		}
+		// Released: a later request is judged afresh and isolates again.
+		afterRelease = post(t, free.ID, `{"comment":"again after release","requestor":"e2e-analyst","idempotencyKey":"e2e-3"}`)
+		st.waitIdle(ctx, t)
+		if o := st.mustMail(t, outcomeID(afterRelease.RequestID)); o.Field("Outcome") != pipeline.OutcomeSucceeded {
+			t.Errorf("isolation after the release: outcome %q (%s)", o.Field("Outcome"), o.Field("Reason"))
+		}
+		if total, acc := st.Sim.IsolateCalls(free.ID); total != 2 || acc != 2 {
+			t.Errorf("isolate calls after the release: %d (%d accepted), want 2", total, acc)
+		}
+	})
+	if n := st.deadLettered(); n != 0 {
+		t.Errorf("%d dead-lettered messages", n)
+	}
+
+	// The audit names the requestor and the manual origin of each step.
+	ps := st.snapshot(ctx, t)
+	checks := []struct {
+		requestID, kind, guard string
+	}{
+		{protReq.RequestID, pipeline.OutcomeSkipped, policy.GuardProtected},
+		{freeReq.RequestID, pipeline.OutcomeAccepted, ""},
+		{freeReq.RequestID, pipeline.OutcomeSucceeded, ""},
+		{againReq.RequestID, pipeline.OutcomeSkipped, policy.GuardAlreadyIsolated},
+		{afterRelease.RequestID, pipeline.OutcomeSucceeded, ""},
+	}
+	for _, c := range checks {
+		e, ok := ps.auditOf(c.requestID)[c.kind]
+		if !ok {
+			t.Errorf("no audit entry %s for %s (%v)", c.kind, c.requestID, ps.auditOf(c.requestID))
+			continue
+		}
+		if !e.Manual || !strings.HasPrefix(e.Requestor, "e2e-analyst") || e.RuleID != "manual" || e.Outcome.Guard != c.guard || e.Action != pipeline.ActionIsolate {
+			t.Errorf("audit %s/%s: %+v", c.requestID, c.kind, e)
+		}
+	}
+	releases := 0
+	for _, e := range ps.Audit {
+		if e.Action == "release" {
+			releases++
+			if e.MachineID != free.ID || !e.Manual || e.Requestor != "e2e-analyst" || e.Outcome.Kind != pipeline.OutcomeAccepted || e.Outcome.ActionID == "" {
+				t.Errorf("release audit: %+v", e)
+			}
+		}
+	}
+	if releases != 1 {
+		t.Errorf("%d release audit entries, want 1", releases)
+	}
+}
+
+// `policy test` on the public MDE sample alert (Low, Execution) names the
+// rule that fires and what would happen, for the built-in policy and for a
+// policy that isolates on it, with and without the machine.
+func TestPolicyTestCommandOnPublicAlert(t *testing.T) {
+	alert := publicData(t, "msdocs_mde_get-alerts_example2_response.json")
+	const machineID = "111e6dd8c833c8a052ea231ec1b19adaf497b625" // the sample alert's machineId
+	machineFile := func(tags ...string) string {
+		m := mde.Machine{ID: machineID, ComputerDNSName: "temp123.middleeast.corp.microsoft.com", OSPlatform: "Windows10", MachineTags: tags}
+		b, err := json.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(t.TempDir(), "machine.json")
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cases := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"built-in policy", nil, []string{"alert da637472900382838869_1364969609",
+			"Low-reputation arbitrary code executed by signed executable", "rule:", "notify-others",
+			"not needed (the decision does not isolate)", "summary: 1 alert(s) evaluated, 0 skipped"}},
+		{"isolating policy, no machine", []string{"--policy", "testdata/policies/execution.yaml"}, []string{
+			"policy e2e-execution-1", "execution-isolate (Isolate on code execution)", "isolate(Full)",
+			"machine unknown: guards that need the machine are not evaluated"}},
+		{"isolating policy, protected machine", []string{"--policy", "testdata/policies/execution.yaml", "--machine", machineFile("protected")}, []string{
+			"execution-isolate", "protected", "skipped by protected"}},
+		{"isolating policy, free machine", []string{"--policy", "testdata/policies/execution.yaml", "--machine", machineFile()}, []string{
+			"execution-isolate", "pass: isolate (Full) would be called on " + machineID}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			args := append([]string{"policy", "test", "--alert", alert}, c.args...)
+			if err := run(context.Background(), args, func(string) string { return "" }, &out, &errb); err != nil {
+				t.Fatalf("policy test: %v\n%s%s", err, out.String(), errb.String())
+			}
+			for _, w := range c.want {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("output lacks %q:\n%s", w, out.String())
+				}
+			}
+		})
 	}
 }
