@@ -83,6 +83,9 @@ func (f *Function) Handle(ctx context.Context, _ *wire.Invocation, msg wire.Serv
 		return fn.Permanent(errors.New("notification has no id or kind"))
 	}
 	n.Channels = f.Resolve(n.Channels)
+	// A claim left by an earlier delivery of this message (its process died
+	// mid-send) is taken over at once, not after the sending lease.
+	ctx = notify.WithAttempt(ctx, notify.Attempt{MessageID: msg.MessageID, DeliveryCount: msg.DeliveryCount})
 	rep, err := f.Deliverer.Deliver(ctx, n)
 	if err != nil {
 		if errors.Is(err, notify.ErrPermanent) && !errors.Is(err, notify.ErrTransient) {

@@ -233,6 +233,41 @@ type deliveryRecord struct {
 	UpdatedAt      time.Time `json:"updatedAt"`
 	GroupKey       string    `json:"groupKey,omitempty"`
 	GroupLead      string    `json:"groupLead,omitempty"`
+
+	// ClaimedBy and ClaimDelivery are the queue message and delivery count
+	// that took the claim (see WithAttempt).
+	ClaimedBy     string `json:"claimedBy,omitempty"`
+	ClaimDelivery int    `json:"claimDelivery,omitempty"`
+}
+
+// Attempt identifies the queue delivery that runs a Deliver call.
+type Attempt struct {
+	MessageID     string
+	DeliveryCount int // 1 on the first delivery
+}
+
+type attemptKey struct{}
+
+// WithAttempt returns a context telling Deliver which queue delivery runs
+// it. A "sending" claim taken by an earlier delivery of the same message is
+// then abandoned at once rather than after the sending lease: the queue
+// delivers a message again only once the earlier delivery's lock is gone
+// (its invocation failed, or the process died mid-send), while without this
+// the redeliveries would all find the claim "in progress" and the message
+// would reach its maximum delivery count long before the lease ends.
+func WithAttempt(ctx context.Context, a Attempt) context.Context {
+	return context.WithValue(ctx, attemptKey{}, a)
+}
+
+func attemptOf(ctx context.Context) Attempt {
+	a, _ := ctx.Value(attemptKey{}).(Attempt)
+	return a
+}
+
+// abandonedBy reports whether a "sending" claim was left by an earlier
+// delivery of the message now being delivered.
+func (r deliveryRecord) abandonedBy(a Attempt) bool {
+	return a.MessageID != "" && r.ClaimedBy == a.MessageID && a.DeliveryCount > r.ClaimDelivery
 }
 
 // Targets returns the channels a notification goes to: its own Channels,
@@ -390,11 +425,13 @@ func (d *Dispatcher) deliverTo(ctx context.Context, n pipeline.Notification, r R
 // claim takes the (notification, channel) row for a send. done is true when
 // no send must happen, with cr filled in.
 func (d *Dispatcher) claim(ctx context.Context, n pipeline.Notification, pk, name string, cr *ChannelReport) (rec deliveryRecord, etag string, done bool) {
+	at := attemptOf(ctx)
 	for range 5 {
 		now := d.clock().UTC()
 		e, err := d.store.Get(ctx, TableDeliveries, pk, name)
 		if errors.Is(err, store.ErrNotFound) {
-			rec = deliveryRecord{NotificationID: n.ID, Channel: name, Kind: n.Kind, State: StateSending, Attempts: 1, ClaimedAt: now, UpdatedAt: now}
+			rec = deliveryRecord{NotificationID: n.ID, Channel: name, Kind: n.Kind, State: StateSending, Attempts: 1, ClaimedAt: now, UpdatedAt: now,
+				ClaimedBy: at.MessageID, ClaimDelivery: at.DeliveryCount}
 			ne, err := d.store.Insert(ctx, TableDeliveries, d.entity(pk, name, rec, ""))
 			if errors.Is(err, store.ErrExists) {
 				continue
@@ -422,7 +459,7 @@ func (d *Dispatcher) claim(ctx context.Context, n pipeline.Notification, pk, nam
 			cr.Status, cr.Err = DeliveryRejected, Permanent(fmt.Errorf("rejected earlier: %s", rec.LastError))
 			return rec, "", true
 		case StateSending:
-			if now.Sub(rec.ClaimedAt) < d.lease {
+			if now.Sub(rec.ClaimedAt) < d.lease && !rec.abandonedBy(at) {
 				cr.Status = DeliveryInProgress
 				cr.Err = Transient(fmt.Errorf("another delivery to %s is in progress since %s", name, rec.ClaimedAt.Format(time.RFC3339)))
 				return rec, "", true
@@ -431,6 +468,7 @@ func (d *Dispatcher) claim(ctx context.Context, n pipeline.Notification, pk, nam
 		}
 		rec.NotificationID, rec.Channel, rec.Kind = n.ID, name, n.Kind
 		rec.State, rec.ClaimedAt, rec.UpdatedAt = StateSending, now, now
+		rec.ClaimedBy, rec.ClaimDelivery = at.MessageID, at.DeliveryCount
 		rec.Attempts++
 		ne, err := d.store.Update(ctx, TableDeliveries, d.entity(pk, name, rec, e.ETag))
 		if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
