@@ -94,7 +94,10 @@ func (o *Outbox) Send(ctx context.Context, n pipeline.Notification, r Rendered) 
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(o.dir, ".tmp-*.eml")
+	// Not *.eml: a process killed before the link leaves the temporary
+	// file behind, and a relay (or a count) matching *.eml must not take a
+	// partial message for a notification.
+	tmp, err := os.CreateTemp(o.dir, ".tmp-*.part")
 	if err != nil {
 		return Transient(fmt.Errorf("outbox: creating temporary file: %w", err))
 	}
