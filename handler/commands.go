@@ -10,13 +10,11 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/mdeflow/mdeflow/internal/auth"
 	"github.com/mdeflow/mdeflow/internal/config"
-	"github.com/mdeflow/mdeflow/internal/fn"
 	"github.com/mdeflow/mdeflow/internal/hunt"
 	"github.com/mdeflow/mdeflow/internal/localhost"
 	"github.com/mdeflow/mdeflow/internal/pipeline"
@@ -245,41 +243,36 @@ func cmdDeadLetters(ctx context.Context, args []string, getenv func(string) stri
 	if err != nil {
 		return fmt.Errorf("invalid settings:\n%w", err)
 	}
-	log := newLogger(io.Discard, "error")
-	app, err := buildApp(ctx, s, log, "")
+	app, err := buildApp(ctx, s, newLogger(io.Discard, "error"), "")
 	if err != nil {
 		return err
 	}
 	defer app.Close()
-	ents, err := app.Store.List(ctx, fn.DeadLetterTable, "")
+	log := store.NewDeadLetterLog(app.Store)
+	all, err := log.List(ctx, "")
 	if err != nil {
 		return err
 	}
-	var dls []fn.DeadLetter
-	for _, e := range ents {
-		var d fn.DeadLetter
-		if err := json.Unmarshal(e.Data, &d); err != nil {
-			return err
-		}
+	var dls []store.DeadLetter
+	for _, d := range all {
 		if *id == "" || d.MessageID == *id {
 			dls = append(dls, d)
 		}
 	}
-	sort.Slice(dls, func(i, j int) bool { return dls[i].At.Before(dls[j].At) })
 	if args[0] == "list" {
 		for _, d := range dls {
 			state := ""
-			if d.Resubmitted {
+			if !d.Pending() {
 				state = " (resubmitted)"
 			}
-			fmt.Fprintf(stdout, "%s  %-13s %-40s %s%s\n", d.At.Format(time.RFC3339), d.Queue, d.MessageID, oneLine(d.Reason), state)
+			fmt.Fprintf(stdout, "%s  %-13s %-40s %s: %s%s\n", d.At.Format(time.RFC3339), d.Queue, d.MessageID, d.Function, oneLine(d.Error), state)
 		}
 		fmt.Fprintf(stdout, "%d dead letter(s)\n", len(dls))
 		return nil
 	}
 	n := 0
 	for _, d := range dls {
-		if d.Resubmitted {
+		if !d.Pending() {
 			continue
 		}
 		msg := queue.Message{MessageID: fmt.Sprintf("%s-resubmit-%d", d.MessageID, time.Now().Unix()), CorrelationID: d.MessageID,
@@ -287,8 +280,7 @@ func cmdDeadLetters(ctx context.Context, args []string, getenv func(string) stri
 		if err := app.Queue.Send(ctx, d.Queue, msg); err != nil {
 			return fmt.Errorf("resubmitting %s: %w", d.MessageID, err)
 		}
-		d.Resubmitted = true
-		if err := fn.RecordDeadLetter(ctx, app.Store, d); err != nil {
+		if err := log.MarkResubmitted(ctx, d.Queue, d.MessageID, "cli"); err != nil {
 			return err
 		}
 		n++
@@ -366,5 +358,3 @@ func settingsExample() string {
 	b.WriteString("  }\n}\n")
 	return b.String()
 }
-
-var _ store.Backend = (*store.MemoryBackend)(nil)

@@ -76,7 +76,7 @@ func (f *Function) Process(ctx context.Context, m pipeline.AlertMessage) error {
 	log := f.Logger.With(fn.KeyAlertID, m.ID)
 	key := store.EscapeKey(m.ID)
 	var rec Record
-	if _, err := fn.GetJSON(ctx, f.Store, DecisionTable, key, key, &rec); err == nil {
+	if _, err := store.GetJSON(ctx, f.Store, DecisionTable, key, key, &rec); err == nil {
 		log.Info("alert already decided; re-dispatching the recorded decision", fn.KeyRule, rec.Decision.RuleID)
 		return f.dispatch(ctx, rec)
 	} else if !errors.Is(err, store.ErrNotFound) {
@@ -127,9 +127,9 @@ func (f *Function) Process(ctx context.Context, m pipeline.AlertMessage) error {
 	d := f.Policy.Evaluate(alert, machine, f.Now().UTC())
 	d.AlertID, d.MachineID = alert.ID, machineID
 	rec = Record{Decision: d, Alert: pipeline.AlertInfoOf(alert), Machine: pipeline.MachineInfoOf(machine), Source: m.Source}
-	if _, err := fn.InsertJSON(ctx, f.Store, DecisionTable, key, key, rec); errors.Is(err, store.ErrExists) {
+	if _, err := store.PutJSON(ctx, f.Store, DecisionTable, key, key, rec, ""); errors.Is(err, store.ErrExists) {
 		// Another delivery decided first: use its decision, not ours.
-		if _, err := fn.GetJSON(ctx, f.Store, DecisionTable, key, key, &rec); err != nil {
+		if _, err := store.GetJSON(ctx, f.Store, DecisionTable, key, key, &rec); err != nil {
 			return fmt.Errorf("reading concurrent decision of alert %s: %w", m.ID, err)
 		}
 	} else if err != nil {

@@ -187,21 +187,13 @@ func (f *Function) Process(ctx context.Context, req pipeline.IsolationRequest) e
 
 	// Per-machine lock: one isolate call per machine, whatever the number
 	// of alerts and instances.
-	mk := store.EscapeKey(req.MachineID)
-	if _, err := fn.InsertJSON(ctx, f.Store, LockTable, mk, mk, Lock{RequestID: req.RequestID, AlertID: req.AlertID, At: now}); errors.Is(err, store.ErrExists) {
-		var l Lock
-		if _, err := fn.GetJSON(ctx, f.Store, LockTable, mk, mk, &l); err != nil && !errors.Is(err, store.ErrNotFound) {
-			return fmt.Errorf("reading isolation lock of %s: %w", req.MachineID, err)
-		}
-		if l.RequestID != req.RequestID {
-			if l.RequestID == "" {
-				return fmt.Errorf("isolation lock of %s changed while reading it", req.MachineID)
-			}
-			return s.Finish(ctx, f.Queue, &st, etag, pipeline.Outcome{Kind: pipeline.OutcomeSkipped, Guard: "alreadyIsolated",
-				Reason: fmt.Sprintf("isolation already requested by %s", l.RequestID), At: now})
-		}
-	} else if err != nil {
-		return fmt.Errorf("taking isolation lock of %s: %w", req.MachineID, err)
+	won, holder, err := s.Lock(ctx, req.MachineID, req.RequestID)
+	if err != nil {
+		return err
+	}
+	if !won {
+		return s.Finish(ctx, f.Queue, &st, etag, pipeline.Outcome{Kind: pipeline.OutcomeSkipped, Guard: "alreadyIsolated",
+			Reason: fmt.Sprintf("isolation already requested by %s", holder), At: now})
 	}
 
 	br, err := f.Breaker.Acquire(ctx, req.RequestID, now)

@@ -7,17 +7,16 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/mdeflow/mdeflow/internal/fn"
 	"github.com/mdeflow/mdeflow/internal/pipeline"
 	"github.com/mdeflow/mdeflow/internal/queue"
 	"github.com/mdeflow/mdeflow/internal/store"
 )
 
-// Tables.
+// Tables and claim kinds.
 const (
 	RequestTable = "requests"  // one row per isolation request: its state
-	LockTable    = "isolation" // one row per machine: which request isolates it
-	AuditTable   = "audit"     // append-only: every outcome, by machine
+	LockKind     = "isolation" // store claim per machine: which request isolates it
+	AuditTable   = store.TableAudit
 )
 
 // Request states.
@@ -46,25 +45,26 @@ type Step struct {
 	Outcome pipeline.Outcome `json:"outcome"`
 }
 
-// Lock is the per-machine isolation lock: the request that owns it.
-type Lock struct {
-	RequestID string    `json:"requestId"`
-	AlertID   string    `json:"alertId,omitempty"`
-	At        time.Time `json:"at"`
-}
-
 // AuditEntry is one line of the action audit.
 type AuditEntry struct {
-	At            time.Time        `json:"at"`
-	RequestID     string           `json:"requestId"`
-	AlertID       string           `json:"alertId,omitempty"`
-	MachineID     string           `json:"machineId"`
-	Action        string           `json:"action"`
+	At            time.Time
+	RequestID     string
+	AlertID       string
+	MachineID     string
+	Action        string
+	PolicyVersion string
+	RuleID        string
+	Outcome       pipeline.Outcome
+	Manual        bool
+	Requestor     string
+}
+
+// auditDetail is what the store's audit entry carries besides its columns.
+type auditDetail struct {
 	PolicyVersion string           `json:"policyVersion"`
 	RuleID        string           `json:"ruleId"`
 	Outcome       pipeline.Outcome `json:"outcome"`
 	Manual        bool             `json:"manual,omitempty"`
-	Requestor     string           `json:"requestor,omitempty"`
 }
 
 // States reads and writes request states.
@@ -73,7 +73,7 @@ type States struct{ Store store.Backend }
 // Load returns the state of a request; ok is false when there is none.
 func (s States) Load(ctx context.Context, requestID string) (st RequestState, etag string, ok bool, err error) {
 	k := store.EscapeKey(requestID)
-	etag, err = fn.GetJSON(ctx, s.Store, RequestTable, k, k, &st)
+	etag, err = store.GetJSON(ctx, s.Store, RequestTable, k, k, &st)
 	if errors.Is(err, store.ErrNotFound) {
 		return st, "", false, nil
 	}
@@ -88,39 +88,63 @@ func (s States) Load(ctx context.Context, requestID string) (st RequestState, et
 func (s States) Save(ctx context.Context, st *RequestState, etag string, create bool) (string, error) {
 	k := store.EscapeKey(st.Request.RequestID)
 	if create {
-		return fn.InsertJSON(ctx, s.Store, RequestTable, k, k, st)
+		return store.PutJSON(ctx, s.Store, RequestTable, k, k, st, "")
 	}
 	if etag == "" {
-		return "", fn.PutJSON(ctx, s.Store, RequestTable, k, k, st)
+		return store.UpsertJSON(ctx, s.Store, RequestTable, k, k, st)
 	}
-	return fn.UpdateJSON(ctx, s.Store, RequestTable, k, k, etag, st)
+	return store.PutJSON(ctx, s.Store, RequestTable, k, k, st, etag)
 }
 
-// Audit appends an audit entry (keyed so a replay writes the same row).
+// Audit records an outcome in the store's audit (keyed by request, action
+// and outcome kind, so a replay records it once).
 func (s States) Audit(ctx context.Context, e AuditEntry) error {
-	rk := store.EscapeKey(e.RequestID + "|" + e.Action + "|" + e.Outcome.Kind)
-	return fn.PutJSON(ctx, s.Store, AuditTable, store.EscapeKey(e.MachineID), rk, e)
+	detail, err := json.Marshal(auditDetail{PolicyVersion: e.PolicyVersion, RuleID: e.RuleID, Outcome: e.Outcome, Manual: e.Manual})
+	if err != nil {
+		return err
+	}
+	actor := e.Requestor
+	if actor == "" {
+		actor = Name
+	}
+	_, err = store.NewAudit(s.Store).Record(ctx, store.AuditEntry{
+		Key: e.RequestID + "|" + e.Action + "|" + e.Outcome.Kind, At: e.At, AlertID: e.AlertID, MachineID: e.MachineID,
+		RequestID: e.RequestID, Action: e.Action, Outcome: e.Outcome.Kind, Reason: e.Outcome.Reason, Actor: actor,
+		DryRun: e.Outcome.Kind == pipeline.OutcomeDryRun, Detail: detail,
+	})
+	return err
+}
+
+// Lock claims a machine's isolation for a request: true when the request
+// holds it (won now, or on an earlier delivery), else the holder's id.
+func (s States) Lock(ctx context.Context, machineID, requestID string) (bool, string, error) {
+	won, rec, err := store.NewClaims(s.Store).Claim(ctx, LockKind, machineID, requestID, nil)
+	if err != nil {
+		return false, "", fmt.Errorf("taking isolation lock of %s: %w", machineID, err)
+	}
+	return won, rec.Owner, nil
 }
 
 // ReleaseLock frees a machine's isolation lock if the request owns it.
 func (s States) ReleaseLock(ctx context.Context, machineID, requestID string) error {
-	k := store.EscapeKey(machineID)
-	var l Lock
-	etag, err := fn.GetJSON(ctx, s.Store, LockTable, k, k, &l)
+	err := store.NewClaims(s.Store).Release(ctx, LockKind, machineID, requestID)
+	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict) {
+		return nil
+	}
+	return err
+}
+
+// ForceReleaseLock frees a machine's isolation lock whoever holds it (a
+// manual release).
+func (s States) ForceReleaseLock(ctx context.Context, machineID string) error {
+	rec, err := store.NewClaims(s.Store).Get(ctx, LockKind, machineID)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	if l.RequestID != requestID {
-		return nil
-	}
-	err = s.Store.Delete(ctx, LockTable, k, k, etag)
-	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict) {
-		return nil
-	}
-	return err
+	return s.ReleaseLock(ctx, machineID, rec.Owner)
 }
 
 // Finish records a final outcome: state, audit, and the outcome notification

@@ -80,8 +80,7 @@ func (f *Function) Invoke(ctx context.Context, inv *wire.Invocation) (wire.Resul
 			out = pipeline.Outcome{Kind: pipeline.OutcomeAccepted, ActionID: act.ID, ActionStatus: act.Status, Action: act, At: now}
 		}
 		// Later alerts for this machine are judged afresh.
-		k := store.EscapeKey(m.ID)
-		if err := f.Store.Delete(ctx, isolatemachine.LockTable, k, k, ""); err != nil && !errors.Is(err, store.ErrNotFound) {
+		if err := (isolatemachine.States{Store: f.Store}).ForceReleaseLock(ctx, m.ID); err != nil {
 			return wire.Result{}, fmt.Errorf("freeing isolation lock of %s: %w", m.ID, err)
 		}
 	}

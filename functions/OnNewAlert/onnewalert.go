@@ -31,9 +31,8 @@ const Name = "OnNewAlert"
 
 // Tables and keys.
 const (
-	CheckpointTable = "checkpoints"
-	CheckpointKey   = "alerts-poll"
-	SeenTable       = "seen"
+	CheckpointName = "alerts-poll"
+	SeenTable      = "seen"
 )
 
 // AlertLister lists alerts created at or after a time (MDE /api/alerts or
@@ -51,13 +50,6 @@ type Function struct {
 	Lookback time.Duration
 	Now      func() time.Time
 	Logger   *slog.Logger
-}
-
-// Checkpoint is the saved poll position.
-type Checkpoint struct {
-	// Until is the start time of the last complete poll.
-	Until time.Time `json:"until"`
-	Polls int       `json:"polls"`
 }
 
 // Report is what one poll did.
@@ -83,16 +75,16 @@ func (f *Function) Invoke(ctx context.Context, inv *wire.Invocation) (wire.Resul
 // Poll runs one poll.
 func (f *Function) Poll(ctx context.Context) (Report, error) {
 	now := f.Now().UTC()
-	var cp Checkpoint
-	etag, err := fn.GetJSON(ctx, f.Store, CheckpointTable, CheckpointKey, CheckpointKey, &cp)
+	cps := store.NewCheckpoints(f.Store)
+	// The checkpoint is the start time of the last complete poll.
+	until, etag, err := cps.GetCheckpoint(ctx, CheckpointName)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		cp.Until = now.Add(-f.Lookback)
-		etag = ""
+		until, etag = now.Add(-f.Lookback), ""
 	case err != nil:
 		return Report{}, fmt.Errorf("reading checkpoint: %w", err)
 	}
-	r := Report{From: cp.Until.Add(-f.Overlap), Until: now}
+	r := Report{From: until.Add(-f.Overlap), Until: now}
 	alerts, err := f.Alerts.ListAlertsCreatedSince(ctx, r.From)
 	if err != nil {
 		return r, fmt.Errorf("listing alerts since %s: %w", r.From.Format(time.RFC3339), err)
@@ -129,22 +121,15 @@ func (f *Function) Poll(ctx context.Context) (Report, error) {
 		}); err != nil {
 			return r, fmt.Errorf("sending alert %s: %w", a.ID, err)
 		}
-		if err := fn.PutJSON(ctx, f.Store, SeenTable, key, key, map[string]any{"at": now, "createdAt": a.AlertCreationTime}); err != nil {
+		if _, err := store.UpsertJSON(ctx, f.Store, SeenTable, key, key, map[string]any{"at": now, "createdAt": a.AlertCreationTime}); err != nil {
 			return r, fmt.Errorf("marking alert %s seen: %w", a.ID, err)
 		}
 		r.Sent++
 		f.Logger.Info("alert queued", fn.KeyAlertID, a.ID, fn.KeyMachineID, a.MachineID)
 	}
-	next := Checkpoint{Until: now, Polls: cp.Polls + 1}
-	if cp.Until.After(now) {
-		next.Until = cp.Until // never move backwards
-	}
-	if etag == "" {
-		_, err = fn.InsertJSON(ctx, f.Store, CheckpointTable, CheckpointKey, CheckpointKey, next)
-	} else {
-		_, err = fn.UpdateJSON(ctx, f.Store, CheckpointTable, CheckpointKey, CheckpointKey, etag, next)
-	}
-	if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrExists) {
+	// Advances with the ETag read above (never backwards).
+	err = cps.AdvanceCheckpoint(ctx, CheckpointName, now, etag)
+	if errors.Is(err, store.ErrConflict) {
 		// Another instance advanced it meanwhile; our alerts are sent, its
 		// checkpoint is as good as ours.
 		f.Logger.Info("checkpoint advanced by another poll")

@@ -11,7 +11,6 @@ package fn
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -90,30 +89,8 @@ func IsPermanent(err error) bool {
 	return false
 }
 
-// DeadLetter is one message that could never succeed.
-type DeadLetter struct {
-	Queue         string    `json:"queue"`
-	Function      string    `json:"function"`
-	MessageID     string    `json:"messageId"`
-	Reason        string    `json:"reason"`
-	Body          string    `json:"body"`
-	DeliveryCount int       `json:"deliveryCount"`
-	At            time.Time `json:"at"`
-	Resubmitted   bool      `json:"resubmitted,omitempty"`
-}
-
 // DeadLetterTable is the store table of the dead-letter log.
-const DeadLetterTable = "deadletters"
-
-// RecordDeadLetter writes a dead letter. The row key is the message id so a
-// redelivered poison message is recorded once.
-func RecordDeadLetter(ctx context.Context, b store.Backend, dl DeadLetter) error {
-	key := dl.MessageID
-	if key == "" {
-		key = fmt.Sprintf("%d", dl.At.UnixNano())
-	}
-	return PutJSON(ctx, b, DeadLetterTable, store.EscapeKey(dl.Queue), store.EscapeKey(key), dl)
-}
+const DeadLetterTable = store.TableDeadLetters
 
 // Deps are what the Service Bus adapter needs.
 type Deps struct {
@@ -149,9 +126,13 @@ func ServiceBus(d Deps, queue, binding string, h MessageHandler) wire.Func {
 		case IsPermanent(err):
 			log.Warn("message dead-lettered", KeyReason, err.Error())
 			inv.Log("dead-lettered: " + err.Error())
-			dl := DeadLetter{Queue: queue, Function: inv.Function, MessageID: msg.MessageID,
-				Reason: err.Error(), Body: string(msg.Body), DeliveryCount: msg.DeliveryCount, At: time.Now().UTC()}
-			if rerr := RecordDeadLetter(ctx, d.Store, dl); rerr != nil {
+			id := msg.MessageID
+			if id == "" {
+				id = fmt.Sprintf("seq-%d", msg.SequenceNumber)
+			}
+			dl := store.DeadLetter{Queue: queue, Function: inv.Function, MessageID: id, Reason: "permanent",
+				Error: err.Error(), Body: string(msg.Body), DeliveryCount: msg.DeliveryCount}
+			if _, rerr := store.NewDeadLetterLog(d.Store).Record(ctx, dl); rerr != nil {
 				// Could not record: let Service Bus redeliver rather than lose it.
 				return wire.Result{}, fmt.Errorf("recording dead letter (%v): %w", err, rerr)
 			}
@@ -161,46 +142,4 @@ func ServiceBus(d Deps, queue, binding string, h MessageHandler) wire.Func {
 			return wire.Result{}, err
 		}
 	}
-}
-
-// GetJSON reads a JSON record; store.ErrNotFound when absent.
-func GetJSON(ctx context.Context, b store.Backend, table, pk, rk string, v any) (etag string, err error) {
-	e, err := b.Get(ctx, table, pk, rk)
-	if err != nil {
-		return "", err
-	}
-	if err := json.Unmarshal(e.Data, v); err != nil {
-		return "", fmt.Errorf("decoding %s/%s/%s: %w", table, pk, rk, err)
-	}
-	return e.ETag, nil
-}
-
-// InsertJSON creates a record, store.ErrExists when it is already there.
-func InsertJSON(ctx context.Context, b store.Backend, table, pk, rk string, v any) (string, error) {
-	data, err := json.Marshal(v)
-	if err != nil {
-		return "", err
-	}
-	e, err := b.Insert(ctx, table, store.Entity{PartitionKey: pk, RowKey: rk, Data: data})
-	return e.ETag, err
-}
-
-// UpdateJSON replaces a record; with etag it is conditional (store.ErrConflict).
-func UpdateJSON(ctx context.Context, b store.Backend, table, pk, rk, etag string, v any) (string, error) {
-	data, err := json.Marshal(v)
-	if err != nil {
-		return "", err
-	}
-	e, err := b.Update(ctx, table, store.Entity{PartitionKey: pk, RowKey: rk, Data: data, ETag: etag})
-	return e.ETag, err
-}
-
-// PutJSON upserts a record.
-func PutJSON(ctx context.Context, b store.Backend, table, pk, rk string, v any) error {
-	data, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	_, err = b.Upsert(ctx, table, store.Entity{PartitionKey: pk, RowKey: rk, Data: data})
-	return err
 }

@@ -346,14 +346,14 @@ func (r *Runner) due(ctx context.Context, h Hunt, now time.Time) (candidate, boo
 		return c, false, nil
 	}
 	var cl claim
-	e, err := getJSON(ctx, r.o.Store, TableHunts, h.ID, slotKey(c.slot), &cl)
+	etag, err := store.GetJSON(ctx, r.o.Store, TableHunts, h.ID, slotKey(c.slot), &cl)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return c, true, nil
 	case err != nil:
 		return c, false, fmt.Errorf("reading hunt claim %s: %w", h.ID, err)
 	}
-	c.claim, c.etag = &cl, e.ETag
+	c.claim, c.etag = &cl, etag
 	switch cl.Status {
 	case claimDone:
 		return c, false, nil
@@ -486,7 +486,7 @@ func (r *Runner) dedupe(ctx context.Context, h Hunt, res *Results, slot, now tim
 			return nil, err
 		}
 		var old finding
-		oe, err := getJSON(ctx, r.o.Store, TableFindings, h.ID, fp, &old)
+		oldETag, err := store.GetJSON(ctx, r.o.Store, TableFindings, h.ID, fp, &old)
 		if errors.Is(err, store.ErrNotFound) {
 			continue // expired between the insert and the read: was reported
 		}
@@ -501,7 +501,7 @@ func (r *Runner) dedupe(ctx context.Context, h Hunt, res *Results, slot, now tim
 		// (an aggregate over a sliding window) does not expire and return.
 		if now.Sub(old.LastSeen) > h.Period/2 {
 			old.LastSeen = now
-			ne, err := entityOf(h.ID, fp, old, oe.ETag)
+			ne, err := entityOf(h.ID, fp, old, oldETag)
 			if err != nil {
 				return nil, err
 			}

@@ -335,7 +335,7 @@ func TestRunDueFailingHuntDoesNotBlockOthers(t *testing.T) {
 		t.Errorf("state after success = %+v", state)
 	}
 	var cl claim
-	if _, err := getJSON(ctx, st, TableHunts, "a-throttled", slotKey(t0), &cl); err != nil || cl.Attempt != 2 || cl.Status != claimDone {
+	if _, err := store.GetJSON(ctx, st, TableHunts, "a-throttled", slotKey(t0), &cl); err != nil || cl.Attempt != 2 || cl.Status != claimDone {
 		t.Errorf("claim = %+v, %v", cl, err)
 	}
 

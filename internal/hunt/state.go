@@ -89,17 +89,6 @@ func (b budget) Spent() time.Duration { return time.Duration(b.SpentMS) * time.M
 
 func slotKey(slot time.Time) string { return slotPrefix + slot.UTC().Format(slotLayout) }
 
-func getJSON(ctx context.Context, s store.Backend, table, pk, rk string, v any) (store.Entity, error) {
-	e, err := s.Get(ctx, table, pk, rk)
-	if err != nil {
-		return e, err
-	}
-	if err := json.Unmarshal(e.Data, v); err != nil {
-		return e, fmt.Errorf("decoding %s/%s/%s: %w", table, pk, rk, err)
-	}
-	return e, nil
-}
-
 func entityOf(pk, rk string, v any, etag string) (store.Entity, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -111,7 +100,7 @@ func entityOf(pk, rk string, v any, etag string) (store.Entity, error) {
 // loadState returns the hunt's state (zero value when never run).
 func loadState(ctx context.Context, s store.Backend, huntID string) (HuntState, error) {
 	var st HuntState
-	_, err := getJSON(ctx, s, TableHunts, huntID, stateRow, &st)
+	_, err := store.GetJSON(ctx, s, TableHunts, huntID, stateRow, &st)
 	if errors.Is(err, store.ErrNotFound) {
 		return HuntState{HuntID: huntID}, nil
 	}
@@ -136,46 +125,24 @@ func saveState(ctx context.Context, s store.Backend, st HuntState) error {
 // addBudget adds cost to the hour's CPU record (ETag-guarded, retried on
 // conflicts with other instances).
 func addBudget(ctx context.Context, s store.Backend, hour time.Time, cost time.Duration) error {
-	rk := hour.UTC().Format(budgetLayout)
-	for range 8 {
-		var b budget
-		e, err := getJSON(ctx, s, TableHunts, budgetPartition, rk, &b)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			b = budget{Hour: hour.UTC(), SpentMS: cost.Milliseconds(), Runs: 1}
-			ne, err := entityOf(budgetPartition, rk, b, "")
-			if err != nil {
-				return err
-			}
-			if _, err := s.Insert(ctx, TableHunts, ne); errors.Is(err, store.ErrExists) {
-				continue
-			} else if err != nil {
-				return fmt.Errorf("recording hunting cpu: %w", err)
-			}
-			return nil
-		case err != nil:
-			return fmt.Errorf("reading hunting cpu: %w", err)
+	_, err := store.Modify(ctx, s, TableHunts, budgetPartition, hour.UTC().Format(budgetLayout), func(b *budget, exists bool) error {
+		if !exists {
+			b.Hour = hour.UTC()
 		}
 		b.SpentMS += cost.Milliseconds()
 		b.Runs++
-		ne, err := entityOf(budgetPartition, rk, b, e.ETag)
-		if err != nil {
-			return err
-		}
-		if _, err := s.Update(ctx, TableHunts, ne); errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
-			continue
-		} else if err != nil {
-			return fmt.Errorf("recording hunting cpu: %w", err)
-		}
 		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("recording hunting cpu: %w", err)
 	}
-	return errors.New("recording hunting cpu: too many concurrent updates")
+	return nil
 }
 
 // spentBudget returns the CPU recorded for the hour.
 func spentBudget(ctx context.Context, s store.Backend, hour time.Time) (time.Duration, error) {
 	var b budget
-	_, err := getJSON(ctx, s, TableHunts, budgetPartition, hour.UTC().Format(budgetLayout), &b)
+	_, err := store.GetJSON(ctx, s, TableHunts, budgetPartition, hour.UTC().Format(budgetLayout), &b)
 	if errors.Is(err, store.ErrNotFound) {
 		return 0, nil
 	}

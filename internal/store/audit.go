@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -16,7 +17,10 @@ import (
 // pipeline.Action* types or "decision"; Outcome: pipeline.Outcome*).
 type AuditEntry struct {
 	// ID is set by Record: time-ordered and unique (the row key).
-	ID        string    `json:"id"`
+	ID string `json:"id"`
+	// Key, when set, makes Record idempotent: the same Key and At give the
+	// same row, so a redelivered message records its outcome once.
+	Key       string    `json:"key,omitempty"`
 	At        time.Time `json:"at"`
 	AlertID   string    `json:"alertId,omitempty"`
 	MachineID string    `json:"machineId,omitempty"`
@@ -76,6 +80,15 @@ func (a *Audit) Record(ctx context.Context, e AuditEntry) (AuditEntry, error) {
 	}
 	e.At = e.At.UTC()
 	pk := auditPartition(e)
+	if e.Key != "" {
+		sum := sha256.Sum256([]byte(e.Key))
+		e.ID = e.At.Format("20060102T150405.000000000Z") + "-" + hex.EncodeToString(sum[:4])
+		_, err := PutJSON(ctx, a.b, TableAudit, pk, e.ID, e, "")
+		if err != nil && !errors.Is(err, ErrExists) {
+			return AuditEntry{}, fmt.Errorf("recording audit entry %s for %s: %w", e.Action, pk, err)
+		}
+		return e, nil
+	}
 	for range 3 {
 		e.ID = NewAuditID(e.At)
 		_, err := PutJSON(ctx, a.b, TableAudit, pk, e.ID, e, "")

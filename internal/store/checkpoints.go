@@ -12,8 +12,6 @@ const (
 	TableCheckpoints = "checkpoints"
 	TableClaims      = "claims"
 	TableAudit       = "audit"
-	TableHunts       = "hunts"
-	TableFindings    = "findings"
 	TableDeadLetters = "deadletters"
 )
 
