@@ -16,8 +16,12 @@ vet:
 unit:
 	$(GO) test -race -shuffle=on ./...
 
+# Benchmarks of the hot paths, 6 runs each, summarised with benchstat
+# (pinned); compare with a saved run: benchstat old.out bench.out.
+BENCHSTAT ?= golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./... | tee bench.out
+	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./internal/... | tee bench.out
+	$(GO) run $(BENCHSTAT) bench.out
 
 # The deployable app folder: host.json, the Linux binary, one folder per
 # function with its function.json (the Functions host only looks at direct
