@@ -24,9 +24,9 @@ import (
 	"time"
 
 	isolatemachine "github.com/mdeflow/mdeflow/functions/IsolateMachine"
-	"github.com/mdeflow/mdeflow/internal/fn"
 	"github.com/mdeflow/mdeflow/internal/mde"
 	"github.com/mdeflow/mdeflow/internal/notify"
+	"github.com/mdeflow/mdeflow/internal/pipeline"
 	"github.com/mdeflow/mdeflow/internal/policy"
 	"github.com/mdeflow/mdeflow/internal/queue"
 	"github.com/mdeflow/mdeflow/internal/sim"
@@ -346,19 +346,33 @@ func (s *peStack) snapshot(ctx context.Context, t *testing.T) peState {
 		}
 		ps.Requests[rs.Request.RequestID] = rs
 	}
-	audit, err := db.List(ctx, isolatemachine.AuditTable, "")
+	audit, err := store.NewAudit(db).ListAll(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, e := range audit {
-		var a isolatemachine.AuditEntry
-		if err := json.Unmarshal(e.Data, &a); err != nil {
-			t.Fatal(err)
+		// IsolateMachine's details (policy, rule, full outcome) travel in
+		// the store entry's Detail document.
+		var d struct {
+			PolicyVersion string           `json:"policyVersion"`
+			RuleID        string           `json:"ruleId"`
+			Outcome       pipeline.Outcome `json:"outcome"`
+			Manual        bool             `json:"manual"`
 		}
-		ps.Audit = append(ps.Audit, a)
+		if len(e.Detail) > 0 {
+			if err := json.Unmarshal(e.Detail, &d); err != nil {
+				t.Fatalf("audit entry %s: detail: %v", e.ID, err)
+			}
+		}
+		if d.Outcome.Kind != e.Outcome {
+			t.Errorf("audit entry %s: outcome %q, detail says %q", e.ID, e.Outcome, d.Outcome.Kind)
+		}
+		ps.Audit = append(ps.Audit, isolatemachine.AuditEntry{At: e.At, RequestID: e.RequestID, AlertID: e.AlertID,
+			MachineID: e.MachineID, Action: e.Action, PolicyVersion: d.PolicyVersion, RuleID: d.RuleID,
+			Outcome: d.Outcome, Manual: d.Manual, Requestor: e.Actor})
 	}
 	var bs policy.BreakerState
-	if _, err := fn.GetJSON(ctx, db, policy.BreakerTable, "isolation", "state", &bs); err == nil {
+	if _, err := store.GetJSON(ctx, db, policy.BreakerTable, "isolation", "state", &bs); err == nil {
 		ps.Breaker = &bs
 	}
 	return ps
