@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/mdeflow/mdeflow/internal/fn"
@@ -84,6 +85,13 @@ func (f *Function) Process(ctx context.Context, m pipeline.AlertMessage) error {
 	}
 
 	alert := m.Alert
+	if alert != nil && !isHuntAlertID(m.ID) {
+		// Only hunts raise alerts that Defender does not know. A real
+		// alert is always read from Defender: a forwarded message must not
+		// be able to rewrite its severity or its machine.
+		log.Warn("ignoring the alert embedded in the message: only hunt-raised alerts travel in messages", fn.KeyReason, "not a hunt alert id")
+		alert = nil
+	}
 	if alert == nil {
 		a, err := f.Defender.GetAlert(ctx, m.ID, true)
 		if err != nil {
@@ -228,6 +236,12 @@ func Comment(d pipeline.Decision, a *pipeline.AlertInfo) string {
 	}
 	return c
 }
+
+// huntAlertPrefix starts the ids of the synthetic alerts hunts raise
+// (hunt.HuntAlertID); no Defender alert id has it.
+const huntAlertPrefix = "hunt-"
+
+func isHuntAlertID(id string) bool { return strings.HasPrefix(id, huntAlertPrefix) }
 
 func actionTypes(d pipeline.Decision) []string {
 	out := make([]string, 0, len(d.Actions))
