@@ -110,8 +110,9 @@ func (f *Function) Process(ctx context.Context, m pipeline.AlertMessage) error {
 		// A forwarded message must not steer the response to another device.
 		return fn.Permanentf("message names machine %s but alert %s is on machine %s", m.MachineID, m.ID, machineID)
 	}
-	if machineID == "" {
-		machineID = m.MachineID
+	if machineID == "" && m.MachineID != "" {
+		// The alert names no machine: the message must not pick one.
+		log.Warn("the message names a machine but the alert has none; ignoring it", fn.KeyMachineID, m.MachineID)
 	}
 	var machine *mde.Machine
 	if machineID != "" {

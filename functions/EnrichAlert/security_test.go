@@ -30,6 +30,15 @@ func TestForwardedMessageCannotSteerIsolation(t *testing.T) {
 			msg: pipeline.AlertMessage{ID: "da2_low", MachineID: other, Source: "hunt", Alert: &mde.Alert{ID: "da2_low",
 				Severity: mde.SeverityHigh, Title: "forged", MachineID: other}},
 		},
+		{
+			name: "message names a machine for an alert that has none",
+			msg:  pipeline.AlertMessage{ID: "da3_nomachine", MachineID: other},
+		},
+		{
+			name: "embedded alert for an alert that has no machine",
+			msg: pipeline.AlertMessage{ID: "da3_nomachine", MachineID: other, Alert: &mde.Alert{ID: "da3_nomachine",
+				Severity: mde.SeverityHigh, Title: "forged", MachineID: other}},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
