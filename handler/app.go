@@ -363,7 +363,7 @@ func buildApp(ctx context.Context, s *Settings, log *slog.Logger, appRoot string
 		q = mdeQuerier{a.MDE}
 	}
 	a.Catalog = cat
-	a.Publisher = &scheduledhunt.Publisher{Queue: a.Queue, Catalog: cat, Tagger: a.MDE, DryRun: s.DryRun, Channels: s.Channels, MaxRows: 50, Logger: log.With(fn.KeyFunction, scheduledhunt.Name)}
+	a.Publisher = &scheduledhunt.Publisher{Queue: a.Queue, Store: a.Store, Catalog: cat, Tagger: a.MDE, DryRun: s.DryRun, Channels: s.Channels, MaxRows: 50, Logger: log.With(fn.KeyFunction, scheduledhunt.Name)}
 	a.Hunts, err = hunt.NewRunner(hunt.RunnerOptions{Catalog: cat, Querier: q, Store: a.Store, API: s.HuntAPI, Logger: log,
 		Publish: a.Publisher.Publish})
 	if err != nil {

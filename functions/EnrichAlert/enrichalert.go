@@ -63,11 +63,44 @@ type Record struct {
 	Source   string                `json:"source,omitempty"`
 }
 
+// HuntAlertTable keeps the synthetic alerts hunts raise, keyed by alert id.
+// Handle takes a hunt alert from here, never from the message: anyone who
+// can send to the alerts queue could otherwise make up a "hunt" alert of
+// any severity for any machine.
+const HuntAlertTable = "huntalerts"
+
+// RecordHuntAlert records a hunt-raised alert; ScheduledHunt calls it
+// before sending the alert's message.
+func RecordHuntAlert(ctx context.Context, b store.Backend, a *mde.Alert) error {
+	if a == nil || !isHuntAlertID(a.ID) {
+		return errors.New("recording hunt alert: not a hunt alert id")
+	}
+	k := store.EscapeKey(a.ID)
+	if _, err := store.UpsertJSON(ctx, b, HuntAlertTable, k, k, a); err != nil {
+		return fmt.Errorf("recording hunt alert %s: %w", a.ID, err)
+	}
+	return nil
+}
+
 // Handle processes one alerts-queue message.
 func (f *Function) Handle(ctx context.Context, _ *wire.Invocation, msg wire.ServiceBusMessage) error {
 	m, err := pipeline.ParseAlertMessage(msg.Body)
 	if err != nil {
 		return fn.Permanent(err)
+	}
+	if m.Alert != nil && isHuntAlertID(m.ID) {
+		var a mde.Alert
+		k := store.EscapeKey(m.ID)
+		_, err := store.GetJSON(ctx, f.Store, HuntAlertTable, k, k, &a)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return fn.Permanentf("hunt alert %s was not raised by this deployment's hunts", m.ID)
+		case err != nil:
+			return fmt.Errorf("reading hunt alert %s: %w", m.ID, err)
+		case a.ID != m.ID:
+			return fn.Permanentf("recorded hunt alert %q does not match message id %q", a.ID, m.ID)
+		}
+		m.Alert = &a
 	}
 	return f.Process(ctx, m)
 }

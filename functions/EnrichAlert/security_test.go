@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"testing"
 
+	"github.com/mdeflow/mdeflow/internal/fn"
 	"github.com/mdeflow/mdeflow/internal/mde"
 	"github.com/mdeflow/mdeflow/internal/pipeline"
 	"github.com/mdeflow/mdeflow/internal/queue"
+	"github.com/mdeflow/mdeflow/internal/wire"
 )
 
 // A forwarded alerts-queue message (Power Automate, a Logic App, anyone
@@ -60,6 +62,61 @@ func TestForwardedMessageCannotSteerIsolation(t *testing.T) {
 				var req pipeline.IsolationRequest
 				_ = json.Unmarshal(isos[0].Body, &req)
 				t.Fatalf("a forwarded message made mdeflow request isolation of %s (rule %s)", req.MachineID, req.Decision.RuleID)
+			}
+		})
+	}
+}
+
+// A hunt-raised alert exists only in mdeflow: its message carries the whole
+// alert. Whoever can send to the alerts queue could otherwise make up a
+// "hunt" alert of any severity for any machine. At the queue boundary
+// (Handle) a hunt alert is taken from what ScheduledHunt recorded, never
+// from the message.
+func TestForgedHuntAlertIsRefused(t *testing.T) {
+	recorded := &mde.Alert{ID: "hunt-0123456789abcdef01234567", Severity: mde.SeverityMedium, Title: "hunt hit",
+		MachineID: machine, DetectionSource: "CustomDetection"}
+	tests := []struct {
+		name      string
+		alert     *mde.Alert
+		record    bool
+		wantIsos  int
+		permanent bool
+	}{
+		{name: "forged hunt alert (never recorded) for another machine", alert: &mde.Alert{ID: "hunt-ffffffffffffffffffffffff",
+			Severity: mde.SeverityHigh, Title: "forged", MachineID: other, DetectionSource: "CustomDetection"}, permanent: true},
+		{name: "recorded hunt alert whose message was edited to High", alert: &mde.Alert{ID: recorded.ID, Severity: mde.SeverityHigh,
+			Title: "edited", MachineID: machine, DetectionSource: "CustomDetection"}, record: true},
+		{name: "recorded High hunt alert is processed", alert: &mde.Alert{ID: recorded.ID, Severity: mde.SeverityHigh,
+			Title: "hunt hit", MachineID: machine}, record: true, wantIsos: 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f, d, q := setup(t)
+			if tc.record {
+				rec := *recorded
+				if tc.wantIsos == 1 {
+					rec.Severity = mde.SeverityHigh
+				}
+				if err := RecordHuntAlert(context.Background(), f.Store, &rec); err != nil {
+					t.Fatal(err)
+				}
+			}
+			body, err := json.Marshal(pipeline.AlertMessage{ID: tc.alert.ID, MachineID: tc.alert.MachineID, Source: "hunt", Alert: tc.alert})
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = f.Handle(context.Background(), nil, wire.ServiceBusMessage{MessageID: "alert-" + tc.alert.ID, Body: body})
+			if tc.permanent != (err != nil && fn.IsPermanent(err)) {
+				t.Fatalf("Handle error = %v, want permanent=%v", err, tc.permanent)
+			}
+			if !tc.permanent && err != nil {
+				t.Fatalf("Handle: %v", err)
+			}
+			if got := len(q.Messages(queue.Isolations)); got != tc.wantIsos {
+				t.Fatalf("isolation requests = %d, want %d", got, tc.wantIsos)
+			}
+			if d.Count("GetAlert") != 0 {
+				t.Fatalf("a hunt alert id reached Defender's GetAlert")
 			}
 		})
 	}

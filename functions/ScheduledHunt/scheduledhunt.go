@@ -17,11 +17,13 @@ import (
 	"log/slog"
 	"time"
 
+	enrichalert "github.com/mdeflow/mdeflow/functions/EnrichAlert"
 	"github.com/mdeflow/mdeflow/internal/fn"
 	"github.com/mdeflow/mdeflow/internal/hunt"
 	"github.com/mdeflow/mdeflow/internal/mde"
 	"github.com/mdeflow/mdeflow/internal/pipeline"
 	"github.com/mdeflow/mdeflow/internal/queue"
+	"github.com/mdeflow/mdeflow/internal/store"
 	"github.com/mdeflow/mdeflow/internal/wire"
 )
 
@@ -73,7 +75,11 @@ type Tagger interface {
 // slot, so a replayed run publishes nothing twice; adding a tag twice is
 // harmless.
 type Publisher struct {
-	Queue    queue.Sender
+	Queue queue.Sender
+	// Store records the device alerts before they are sent: EnrichAlert
+	// accepts a hunt alert only when it was recorded (nil: not recorded,
+	// and EnrichAlert refuses them).
+	Store    store.Backend
 	Catalog  Catalog
 	Tagger   Tagger // nil: tagging is off
 	DryRun   bool
@@ -114,6 +120,11 @@ func (p *Publisher) Publish(ctx context.Context, r hunt.RunReport) error {
 	}
 	msgs := make([]queue.Message, 0, len(alerts))
 	for _, a := range alerts {
+		if p.Store != nil {
+			if err := enrichalert.RecordHuntAlert(ctx, p.Store, a.Alert); err != nil {
+				return fmt.Errorf("raising alerts of hunt %s: %w", r.HuntID, err)
+			}
+		}
 		b, err := json.Marshal(a)
 		if err != nil {
 			return err
