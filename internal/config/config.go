@@ -120,6 +120,21 @@ func (e Env) Str(name string) string {
 	return ""
 }
 
+// shown is how a setting's value appears in a problem: a Secret setting's
+// value never does (problems end up in the host log), and a URL's query,
+// which often carries a signature or a token, is cut off.
+func shown(name, v string) string {
+	for _, s := range Settings {
+		if s.Name == name && s.Secret {
+			return "the value (hidden: secret setting)"
+		}
+	}
+	if i := strings.IndexByte(v, '?'); i >= 0 {
+		v = v[:i] + "?…"
+	}
+	return strconv.Quote(v)
+}
+
 // Problems collects validation errors, each naming its setting.
 type Problems struct{ errs []error }
 
@@ -136,7 +151,7 @@ func (e Env) Duration(p *Problems, name string) time.Duration {
 	v := e.Str(name)
 	d, err := time.ParseDuration(v)
 	if err != nil || d < 0 {
-		p.Add(name, "%q is not a duration like 30s, 10m or 1h", v)
+		p.Add(name, "%s is not a duration like 30s, 10m or 1h", shown(name, v))
 		return 0
 	}
 	return d
@@ -147,7 +162,7 @@ func (e Env) Int(p *Problems, name string) int {
 	v := e.Str(name)
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 0 {
-		p.Add(name, "%q is not a non-negative whole number", v)
+		p.Add(name, "%s is not a non-negative whole number", shown(name, v))
 		return 0
 	}
 	return n
@@ -158,7 +173,7 @@ func (e Env) Bool(p *Problems, name string) bool {
 	v := e.Str(name)
 	b, err := strconv.ParseBool(v)
 	if err != nil {
-		p.Add(name, "%q is not true or false", v)
+		p.Add(name, "%s is not true or false", shown(name, v))
 	}
 	return b
 }
@@ -171,7 +186,7 @@ func (e Env) OneOf(p *Problems, name string, allowed ...string) string {
 			return v
 		}
 	}
-	p.Add(name, "%q is not one of %s", v, strings.Join(allowed, ", "))
+	p.Add(name, "%s is not one of %s", shown(name, v), strings.Join(allowed, ", "))
 	return v
 }
 
@@ -183,7 +198,7 @@ func (e Env) URL(p *Problems, name string, allowHTTP bool) string {
 	}
 	u, err := url.Parse(v)
 	if err != nil || u.Host == "" || (u.Scheme != "https" && !(allowHTTP && u.Scheme == "http")) {
-		p.Add(name, "%q is not an absolute https URL", v)
+		p.Add(name, "%s is not an absolute https URL", shown(name, v))
 		return ""
 	}
 	return strings.TrimRight(v, "/")
@@ -205,7 +220,7 @@ func (e Env) List(name string) []string {
 func (e Env) NCRONTAB(p *Problems, name string) string {
 	v := e.Str(name)
 	if _, err := ParseNCRONTAB(v); err != nil {
-		p.Add(name, "%q is not a 6-field NCRONTAB schedule: %v", v, err)
+		p.Add(name, "%s is not a 6-field NCRONTAB schedule: %v", shown(name, v), err)
 	}
 	return v
 }
