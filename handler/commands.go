@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/mdeflow/mdeflow/internal/auth"
 	"github.com/mdeflow/mdeflow/internal/config"
@@ -261,11 +262,7 @@ func cmdDeadLetters(ctx context.Context, args []string, getenv func(string) stri
 	}
 	if args[0] == "list" {
 		for _, d := range dls {
-			state := ""
-			if !d.Pending() {
-				state = " (resubmitted)"
-			}
-			fmt.Fprintf(stdout, "%s  %-13s %-40s %s: %s%s\n", d.At.Format(time.RFC3339), d.Queue, d.MessageID, d.Function, oneLine(d.Error), state)
+			fmt.Fprint(stdout, deadLetterLine(d))
 		}
 		fmt.Fprintf(stdout, "%d dead letter(s)\n", len(dls))
 		return nil
@@ -289,17 +286,42 @@ func cmdDeadLetters(ctx context.Context, args []string, getenv func(string) stri
 	return nil
 }
 
-func oneLine(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-	if len(s) > 160 {
-		s = s[:160] + "…"
+// deadLetterLine is one line of "deadletters list". The message id is the
+// sender's and the error quotes the message: both are made terminal-safe.
+func deadLetterLine(d store.DeadLetter) string {
+	state := ""
+	if !d.Pending() {
+		state = " (resubmitted)"
 	}
-	return s
+	return fmt.Sprintf("%s  %-13s %-40s %s: %s%s\n", d.At.Format(time.RFC3339), termSafe(d.Queue, 40), termSafe(d.MessageID, 128),
+		termSafe(d.Function, 40), oneLine(d.Error), state)
+}
+
+func oneLine(s string) string { return termSafe(s, 160) }
+
+// termSafe makes text safe to print on a terminal, on one line: line breaks
+// and tabs become spaces; every other control character (C0, DEL, and C1,
+// which includes the 8-bit CSI U+009B) and Unicode format characters (bidi
+// overrides, zero-width) are dropped; invalid UTF-8 becomes U+FFFD. At
+// most max runes are kept (0: no limit).
+func termSafe(s string, max int) string {
+	var b strings.Builder
+	n := 0
+	for _, r := range strings.ToValidUTF8(s, "\uFFFD") {
+		switch {
+		case r == '\n' || r == '\r' || r == '\t':
+			r = ' '
+		case unicode.IsControl(r) || unicode.Is(unicode.Cf, r):
+			continue
+		}
+		if max > 0 && n == max {
+			b.WriteString("…")
+			break
+		}
+		b.WriteRune(r)
+		n++
+	}
+	return b.String()
 }
 
 // cmdSettings prints every setting as a README table or as

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"time"
 
 	enrichalert "github.com/mdeflow/mdeflow/functions/EnrichAlert"
@@ -211,16 +210,8 @@ func countDemo(ctx context.Context, st store.Backend, outbox string, res *demoRe
 func printOutcomes(w io.Writer, res demoResult) {
 	fmt.Fprintln(w, "decisions:")
 	for _, l := range res.Outcomes {
-		title := []rune(strings.Map(func(r rune) rune {
-			if r < 0x20 || r == 0x7f {
-				return -1
-			}
-			return r
-		}, l.Title))
-		if len(title) > 60 {
-			title = append(title[:60], '…')
-		}
-		fmt.Fprintf(w, "  %-34s %-12s %-62s -> %s\n", l.Alert, l.Rule, string(title), l.Outcome)
+		// Titles and outcome reasons come from the (replayed) alerts.
+		fmt.Fprintf(w, "  %-34s %-12s %-62s -> %s\n", termSafe(l.Alert, 130), termSafe(l.Rule, 64), termSafe(l.Title, 60), termSafe(l.Outcome, 0))
 	}
 	fmt.Fprintf(w, "isolate calls to Defender: %d (accepted %d)\n", res.IsolateCalls, res.AcceptedCalls)
 }
