@@ -157,6 +157,15 @@ func (f *Function) Process(ctx context.Context, req pipeline.IsolationRequest) e
 	if err != nil {
 		return err
 	}
+	if own, err := f.ownIsolation(ctx, &st, active); err != nil {
+		return err
+	} else if own != nil {
+		// An earlier delivery made the isolate call and died before
+		// recording it: resume with that action, which the guards would
+		// otherwise take for someone else's isolation.
+		log.Info("resuming the isolation an earlier delivery started", fn.KeyActionID, own.ID, fn.KeyOutcome, own.Status)
+		return f.accepted(ctx, s, &st, etag, machine, own, now)
+	}
 	bs, err := f.Breaker.State(ctx)
 	if err != nil {
 		return fmt.Errorf("reading the isolation breaker: %w", err)
@@ -234,12 +243,19 @@ func (f *Function) Process(ctx context.Context, req pipeline.IsolationRequest) e
 		return fmt.Errorf("isolating machine %s: %w", req.MachineID, err)
 	}
 	log.Info("isolation accepted", fn.KeyActionID, action.ID, fn.KeyOutcome, action.Status)
-	st.Steps = f.otherActions(ctx, &st, machine, true)
+	return f.accepted(ctx, s, &st, etag, machine, action, now)
+}
+
+// accepted records the isolation action Defender accepted for the request,
+// runs the decision's other actions, audits, and schedules the follow-up.
+func (f *Function) accepted(ctx context.Context, s States, st *RequestState, etag string, machine *mde.Machine, action *mde.MachineAction, now time.Time) error {
+	req := st.Request
+	st.Steps = f.otherActions(ctx, st, machine, true)
 	st.State, st.Updated = StateAccepted, now
 	st.Outcome = &pipeline.Outcome{Kind: pipeline.OutcomeAccepted, ActionID: action.ID, ActionStatus: action.Status, Action: action, At: now}
-	if _, err := s.Save(ctx, &st, etag, false); err != nil {
-		// The action exists in Defender; a redelivery finds it as pending
-		// (ActiveRequestAlreadyExists) and resumes.
+	if _, err := s.Save(ctx, st, etag, false); err != nil {
+		// The action exists in Defender; a redelivery finds it as this
+		// request's own (ownIsolation) and resumes.
 		return fmt.Errorf("recording accepted isolation %s: %w", action.ID, err)
 	}
 	if err := s.Audit(ctx, AuditEntry{At: now, RequestID: req.RequestID, AlertID: req.AlertID, MachineID: req.MachineID,
@@ -247,7 +263,29 @@ func (f *Function) Process(ctx context.Context, req pipeline.IsolationRequest) e
 		Outcome: *st.Outcome, Manual: req.Manual, Requestor: req.Requestor}); err != nil {
 		return err
 	}
-	return f.follow(ctx, &st)
+	return f.follow(ctx, st)
+}
+
+// ownIsolation returns the machine's latest isolation when an earlier
+// delivery of this request created it: it carries the request's comment
+// (which names the alert) and the request holds the machine's lock. Nil
+// otherwise.
+func (f *Function) ownIsolation(ctx context.Context, st *RequestState, latest *mde.MachineAction) (*mde.MachineAction, error) {
+	r := st.Request
+	if latest == nil || !strings.EqualFold(latest.Type, mde.ActionTypeIsolate) || latest.RequestorComment != r.Comment || r.Comment == "" {
+		return nil, nil
+	}
+	lock, err := store.NewClaims(f.Store).Get(ctx, LockKind, r.MachineID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading isolation lock of %s: %w", r.MachineID, err)
+	}
+	if lock.Owner != r.RequestID {
+		return nil, nil
+	}
+	return latest, nil
 }
 
 func (f *Function) follow(ctx context.Context, st *RequestState) error {
