@@ -363,7 +363,7 @@ func buildApp(ctx context.Context, s *Settings, log *slog.Logger, appRoot string
 		q = mdeQuerier{a.MDE}
 	}
 	a.Catalog = cat
-	a.Publisher = &scheduledhunt.Publisher{Queue: a.Queue, Store: a.Store, Catalog: cat, Tagger: a.MDE, DryRun: s.DryRun, Channels: s.Channels, MaxRows: 50, Logger: log.With(fn.KeyFunction, scheduledhunt.Name)}
+	a.Publisher = &scheduledhunt.Publisher{Queue: a.Queue, Store: a.Store, Catalog: cat, Tagger: a.MDE, DryRun: s.DryRun || a.Policy.DryRun, Channels: s.Channels, MaxRows: 50, Logger: log.With(fn.KeyFunction, scheduledhunt.Name)}
 	a.Hunts, err = hunt.NewRunner(hunt.RunnerOptions{Catalog: cat, Querier: q, Store: a.Store, API: s.HuntAPI, Logger: log,
 		Publish: a.Publisher.Publish})
 	if err != nil {
@@ -465,7 +465,7 @@ func (a *App) server() *wire.Server {
 	}
 	srv.Handle(manualisolate.Name, (&manualisolate.Function{Machines: a.MDE, Queue: a.Queue, PolicyVersion: a.Policy.Version,
 		Channels: s.Channels, Now: now, Logger: log.With(fn.KeyFunction, manualisolate.Name)}).Invoke)
-	srv.Handle(manualrelease.Name, (&manualrelease.Function{Defender: a.MDE, Store: a.Store, Queue: a.Queue, DryRun: s.DryRun,
+	srv.Handle(manualrelease.Name, (&manualrelease.Function{Defender: a.MDE, Store: a.Store, Queue: a.Queue, DryRun: s.DryRun, Policy: a.Policy,
 		PolicyVersion: a.Policy.Version, Channels: s.Channels, Now: now, Logger: log.With(fn.KeyFunction, manualrelease.Name)}).Invoke)
 	srv.Handle(resetbreaker.Name, (&resetbreaker.Function{Breaker: a.Breaker, Now: now,
 		Logger: log.With(fn.KeyFunction, resetbreaker.Name)}).Invoke)

@@ -19,6 +19,7 @@ import (
 	"github.com/mdeflow/mdeflow/internal/fn"
 	"github.com/mdeflow/mdeflow/internal/mde"
 	"github.com/mdeflow/mdeflow/internal/pipeline"
+	"github.com/mdeflow/mdeflow/internal/policy"
 	"github.com/mdeflow/mdeflow/internal/queue"
 	"github.com/mdeflow/mdeflow/internal/store"
 	"github.com/mdeflow/mdeflow/internal/wire"
@@ -35,10 +36,13 @@ type Defender interface {
 
 // Function is ManualRelease.
 type Function struct {
-	Defender      Defender
-	Store         store.Backend
-	Queue         queue.Sender
-	DryRun        bool
+	Defender Defender
+	Store    store.Backend
+	Queue    queue.Sender
+	DryRun   bool
+	// Policy, when set, is consulted for its dryRun: a dry-run policy
+	// promises that nothing in Defender changes.
+	Policy        *policy.Policy
 	PolicyVersion string
 	Channels      []string
 	Now           func() time.Time
@@ -67,7 +71,7 @@ func (f *Function) Invoke(ctx context.Context, inv *wire.Invocation) (wire.Resul
 	now := f.Now().UTC()
 	requestID := fmt.Sprintf("release-%s-%d", m.ID, now.Unix())
 	out := pipeline.Outcome{Kind: pipeline.OutcomeDryRun, Reason: "dry run: would release " + m.ComputerDNSName, At: now}
-	if !f.DryRun {
+	if !f.DryRun && (f.Policy == nil || !f.Policy.DryRun) {
 		act, err := f.Defender.UnisolateMachine(ctx, m.ID, "mdeflow manual release by "+b.Requestor+": "+b.Comment)
 		switch {
 		case errors.Is(err, mde.ErrActiveRequestAlreadyExists):
