@@ -148,7 +148,16 @@ func (f *Function) Process(ctx context.Context, req pipeline.IsolationRequest) e
 
 	iso, wantIsolate := st.Request.Decision.Has(pipeline.ActionIsolate)
 	if !wantIsolate {
-		st.Steps = f.otherActions(ctx, &st, machine, true)
+		// No isolation to guard, but the restriction is as disruptive:
+		// a protected device (or no valid policy to tell) never gets it.
+		allowed := f.Policy != nil
+		if allowed {
+			if reason, prot := f.Policy.IsProtected(machine); prot {
+				log.Info("machine is protected; no code execution restriction", fn.KeyReason, reason)
+				allowed = false
+			}
+		}
+		st.Steps = f.otherActions(ctx, &st, machine, allowed)
 		return s.Finish(ctx, f.Queue, &st, etag, pipeline.Outcome{Kind: pipeline.OutcomeSucceeded,
 			Reason: "no isolation in the decision; other actions ran", At: now})
 	}
