@@ -210,6 +210,14 @@ func (f *Function) Process(ctx context.Context, req pipeline.IsolationRequest) e
 		return err
 	}
 	if !won {
+		if won, err = s.takeOverReleased(ctx, req.MachineID, req.RequestID, active); err != nil {
+			return err
+		}
+		if won {
+			log.Info("the machine was released after the isolation lock was taken; isolating again", "previous_holder", holder)
+		}
+	}
+	if !won {
 		return s.Finish(ctx, f.Queue, &st, etag, pipeline.Outcome{Kind: pipeline.OutcomeSkipped, Guard: "alreadyIsolated",
 			Reason: fmt.Sprintf("isolation already requested by %s", holder), At: now})
 	}

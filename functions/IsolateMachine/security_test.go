@@ -2,7 +2,9 @@ package isolatemachine
 
 import (
 	"context"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/mdeflow/mdeflow/internal/mde"
 	"github.com/mdeflow/mdeflow/internal/pipeline"
@@ -46,5 +48,70 @@ func TestRestrictionNeverHitsAProtectedDevice(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A machine released from the Defender portal (not through ManualRelease,
+// which frees the lock) must be isolated again by the next alert. The
+// per-machine lock of the first isolation must not turn every later alert
+// into "alreadyIsolated" for a machine that is on the network.
+func TestIsolatedAgainAfterAPortalRelease(t *testing.T) {
+	r := newRig(t, 0)
+	ctx := context.Background()
+	r.def.Now = time.Now // the lock's claim time is the store's clock
+	if err := r.f.Process(ctx, request("da7_a", machineA, false)); err != nil {
+		t.Fatal(err)
+	}
+	first := r.state(t, "iso-da7_a")
+	if first.State != StateAccepted {
+		t.Fatalf("first request: %s %+v", first.State, first.Outcome)
+	}
+	r.def.SetActionStatus(first.Outcome.ActionID, mde.ActionSucceeded)
+
+	// An analyst releases the machine in the portal later.
+	r.def.Now = func() time.Time { return time.Now().Add(10 * time.Minute) }
+	rel, err := r.def.UnisolateMachine(ctx, machineA, "released in the portal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.def.SetActionStatus(rel.ID, mde.ActionSucceeded)
+
+	r.def.Now = func() time.Time { return time.Now().Add(20 * time.Minute) }
+	if err := r.f.Process(ctx, request("da7_b", machineA, false)); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.state(t, "iso-da7_b"); st.State != StateAccepted {
+		t.Fatalf("second alert after the release: %s %+v; want accepted (isolated again)", st.State, st.Outcome)
+	}
+	if n := r.def.Count("IsolateMachine"); n != 2 {
+		t.Fatalf("isolate calls = %d, want 2", n)
+	}
+}
+
+// Pins the other side: a release older than the lock does not free it, so
+// concurrent alerts after a release still make one isolate call.
+func TestOneIsolateCallAfterAReleaseUnderConcurrency(t *testing.T) {
+	r := newRig(t, 0)
+	ctx := context.Background()
+	r.def.Now = func() time.Time { return time.Now().Add(-time.Minute) }
+	rel, err := r.def.UnisolateMachine(ctx, machineA, "released earlier")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.def.SetActionStatus(rel.ID, mde.ActionSucceeded)
+	r.def.Now = time.Now
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			if err := r.f.Process(ctx, request("da8_"+string(rune('a'+i)), machineA, false)); err != nil {
+				t.Error(err)
+			}
+		}(i)
+	}
+	wg.Wait()
+	if n := r.def.Count("IsolateMachine"); n != 1 {
+		t.Fatalf("isolate calls = %d, want 1", n)
 	}
 }

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
+	"github.com/mdeflow/mdeflow/internal/mde"
 	"github.com/mdeflow/mdeflow/internal/pipeline"
 	"github.com/mdeflow/mdeflow/internal/queue"
 	"github.com/mdeflow/mdeflow/internal/store"
@@ -123,6 +125,47 @@ func (s States) Lock(ctx context.Context, machineID, requestID string) (bool, st
 		return false, "", fmt.Errorf("taking isolation lock of %s: %w", machineID, err)
 	}
 	return won, rec.Owner, nil
+}
+
+// lockClockSkew is how much later than the lock a release must be to free it.
+const lockClockSkew = time.Minute
+
+// takeOverReleased takes a machine's isolation lock over for requestID when
+// latest (the machine's newest Isolate or Unisolate action) is a release
+// that succeeded and was created after the lock was taken (by more than
+// lockClockSkew). A release from the Defender portal does not free the
+// lock (ManualRelease does): without this, every later alert for the
+// machine would be skipped as "already isolated" while it is on the
+// network. A lock taken after the release (a concurrent isolation of the
+// released machine) is left alone.
+func (s States) takeOverReleased(ctx context.Context, machineID, requestID string, latest *mde.MachineAction) (bool, error) {
+	if latest == nil || latest.CreationDateTimeUtc == nil || !strings.EqualFold(latest.Type, mde.ActionTypeUnisolate) ||
+		!strings.EqualFold(latest.Status, mde.ActionSucceeded) {
+		return false, nil
+	}
+	c := store.NewClaims(s.Store)
+	cur, err := c.Get(ctx, LockKind, machineID)
+	if errors.Is(err, store.ErrNotFound) {
+		won, _, err := s.Lock(ctx, machineID, requestID) // freed meanwhile
+		return won, err
+	}
+	if err != nil {
+		return false, fmt.Errorf("reading isolation lock of %s: %w", machineID, err)
+	}
+	// The release time is Defender's clock, the claim time ours: allow
+	// for skew, in the direction that keeps the lock.
+	if !cur.ClaimedAt.Add(lockClockSkew).Before(*latest.CreationDateTimeUtc) {
+		return false, nil
+	}
+	// Release checks the owner and deletes with the lock's ETag: if another
+	// request took the lock over first, this one stays locked out.
+	if err := c.Release(ctx, LockKind, machineID, cur.Owner); errors.Is(err, store.ErrConflict) {
+		return false, nil
+	} else if err != nil {
+		return false, fmt.Errorf("freeing stale isolation lock of %s: %w", machineID, err)
+	}
+	won, _, err := s.Lock(ctx, machineID, requestID)
+	return won, err
 }
 
 // ReleaseLock frees a machine's isolation lock if the request owns it.
