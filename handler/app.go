@@ -465,7 +465,7 @@ func (a *App) server() *wire.Server {
 	}
 	srv.Handle(manualisolate.Name, (&manualisolate.Function{Machines: a.MDE, Queue: a.Queue, PolicyVersion: a.Policy.Version,
 		Channels: s.Channels, Now: now, Logger: log.With(fn.KeyFunction, manualisolate.Name)}).Invoke)
-	srv.Handle(manualrelease.Name, (&manualrelease.Function{Defender: a.MDE, Store: a.Store, Queue: a.Queue, DryRun: s.DryRun, Policy: a.Policy,
+	srv.Handle(manualrelease.Name, (&manualrelease.Function{Defender: a.MDE, Store: a.Store, Queue: a.Queue, Policy: a.Policy, DryRun: s.DryRun,
 		PolicyVersion: a.Policy.Version, Channels: s.Channels, Now: now, Logger: log.With(fn.KeyFunction, manualrelease.Name)}).Invoke)
 	srv.Handle(resetbreaker.Name, (&resetbreaker.Function{Breaker: a.Breaker, Now: now,
 		Logger: log.With(fn.KeyFunction, resetbreaker.Name)}).Invoke)

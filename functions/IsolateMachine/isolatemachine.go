@@ -162,7 +162,7 @@ func (f *Function) Process(ctx context.Context, req pipeline.IsolationRequest) e
 			Reason: "no isolation in the decision; other actions ran", At: now})
 	}
 
-	active, err := f.activeIsolation(ctx, req.MachineID)
+	active, err := ActiveIsolation(ctx, f.Defender, req.MachineID)
 	if err != nil {
 		return err
 	}
@@ -179,7 +179,7 @@ func (f *Function) Process(ctx context.Context, req pipeline.IsolationRequest) e
 	if err != nil {
 		return fmt.Errorf("reading the isolation breaker: %w", err)
 	}
-	matches, err := f.nameMatches(ctx, machine)
+	matches, err := NameMatches(ctx, f.Defender, machine)
 	if err != nil {
 		return err
 	}
@@ -316,11 +316,21 @@ func (f *Function) follow(ctx context.Context, st *RequestState) error {
 	}, at.Add(f.FollowEvery))
 }
 
-// activeIsolation returns the latest Isolate or Unisolate action of the
+// ActionLister lists a machine's actions.
+type ActionLister interface {
+	ListMachineActions(ctx context.Context, opts *mde.ListMachineActionsOptions) ([]mde.MachineAction, error)
+}
+
+// NameFinder finds the one machine with a host name.
+type NameFinder interface {
+	FindMachineByName(ctx context.Context, name string) (*mde.Machine, error)
+}
+
+// ActiveIsolation returns the latest Isolate or Unisolate action of the
 // machine, any status (the machine entity has no isolation state; the
 // guards judge from the action history).
-func (f *Function) activeIsolation(ctx context.Context, machineID string) (*mde.MachineAction, error) {
-	acts, err := f.Defender.ListMachineActions(ctx, &mde.ListMachineActionsOptions{MachineID: machineID, Top: 50})
+func ActiveIsolation(ctx context.Context, d ActionLister, machineID string) (*mde.MachineAction, error) {
+	acts, err := d.ListMachineActions(ctx, &mde.ListMachineActionsOptions{MachineID: machineID, Top: 50})
 	if err != nil {
 		return nil, fmt.Errorf("listing machine actions of %s: %w", machineID, err)
 	}
@@ -337,14 +347,14 @@ func (f *Function) activeIsolation(ctx context.Context, machineID string) (*mde.
 	return latest, nil
 }
 
-// nameMatches counts the Defender devices that carry the machine's host
-// name. Defender keeps a second record for a re-imaged device; isolating by
-// a name that is not unique is refused by the guards.
-func (f *Function) nameMatches(ctx context.Context, m *mde.Machine) (int, error) {
+// NameMatches counts the Defender devices that carry the machine's host
+// name. Defender keeps a second record for a re-imaged device; acting by a
+// name that is not unique is refused by the guards.
+func NameMatches(ctx context.Context, d NameFinder, m *mde.Machine) (int, error) {
 	if m.ComputerDNSName == "" {
 		return 1, nil // nothing to confuse it with
 	}
-	found, err := f.Defender.FindMachineByName(ctx, m.ComputerDNSName)
+	found, err := d.FindMachineByName(ctx, m.ComputerDNSName)
 	var le *mde.MachineLookupError
 	switch {
 	case err == nil && found.ID == m.ID:

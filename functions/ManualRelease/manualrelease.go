@@ -31,6 +31,7 @@ const Name = "ManualRelease"
 // Defender is what ManualRelease calls.
 type Defender interface {
 	manualisolate.Machines
+	isolatemachine.ActionLister
 	UnisolateMachine(ctx context.Context, id, comment string) (*mde.MachineAction, error)
 }
 
@@ -70,8 +71,25 @@ func (f *Function) Invoke(ctx context.Context, inv *wire.Invocation) (wire.Resul
 	}
 	now := f.Now().UTC()
 	requestID := fmt.Sprintf("release-%s-%d", m.ID, now.Unix())
-	out := pipeline.Outcome{Kind: pipeline.OutcomeDryRun, Reason: "dry run: would release " + m.ComputerDNSName, At: now}
-	if !f.DryRun && (f.Policy == nil || !f.Policy.DryRun) {
+	// The release guards: an isolation still pending, a release already in
+	// progress or done, an ambiguous name, dry run (deployment or policy).
+	active, err := isolatemachine.ActiveIsolation(ctx, f.Defender, m.ID)
+	if err != nil {
+		return reply(http.StatusBadGateway, map[string]string{"error": "Defender did not answer; retry later"}), nil
+	}
+	matches, err := isolatemachine.NameMatches(ctx, f.Defender, m)
+	if err != nil {
+		return reply(http.StatusBadGateway, map[string]string{"error": "Defender did not answer; retry later"}), nil
+	}
+	pol := f.Policy
+	if pol == nil {
+		pol = policy.Default()
+	}
+	out, proceed := policy.CheckRelease(pol, policy.GuardInput{
+		Request: pipeline.IsolationRequest{RequestID: requestID, MachineID: m.ID, Manual: true, Requestor: b.Requestor},
+		Machine: m, NameMatches: matches, ActiveIsolation: active, GlobalDryRun: f.DryRun, Now: now,
+	})
+	if proceed {
 		act, err := f.Defender.UnisolateMachine(ctx, m.ID, "mdeflow manual release by "+b.Requestor+": "+b.Comment)
 		switch {
 		case errors.Is(err, mde.ErrActiveRequestAlreadyExists):
@@ -97,14 +115,29 @@ func (f *Function) Invoke(ctx context.Context, inv *wire.Invocation) (wire.Resul
 		Machine: pipeline.MachineInfoOf(m), Outcome: &out, CreatedAt: now,
 		Decision: &pipeline.Decision{MachineID: m.ID, PolicyVersion: f.PolicyVersion, RuleID: "manual-release",
 			Reason: "release requested by " + b.Requestor + ": " + b.Comment, DecidedAt: now},
-		Text: "The machine was released from isolation on request of " + b.Requestor + "."}
+		Text: releaseText(out, b.Requestor)}
 	body, _ := json.Marshal(n)
 	if err := f.Queue.Send(ctx, queue.Notifications, queue.Message{MessageID: n.ID, CorrelationID: requestID, Subject: n.Kind,
 		ContentType: "application/json", Body: body}); err != nil {
 		f.Logger.Error("enqueueing release notification failed", fn.KeyReason, err.Error())
 	}
-	f.Logger.Info("machine release requested", fn.KeyMachineID, m.ID, fn.KeyOutcome, out.Kind)
-	return reply(http.StatusOK, map[string]any{"machineId": m.ID, "outcome": out}), nil
+	f.Logger.Info("machine release requested", fn.KeyMachineID, m.ID, fn.KeyOutcome, out.Kind, fn.KeyGuard, out.Guard)
+	code := http.StatusOK
+	if out.Kind == pipeline.OutcomeSkipped {
+		code = http.StatusConflict // a release guard refused
+	}
+	return reply(code, map[string]any{"machineId": m.ID, "outcome": out}), nil
+}
+
+func releaseText(out pipeline.Outcome, requestor string) string {
+	switch out.Kind {
+	case pipeline.OutcomeAccepted:
+		return "The machine is being released from isolation on request of " + requestor + "."
+	case pipeline.OutcomeDryRun:
+		return "Dry run: the machine would have been released on request of " + requestor + "."
+	default:
+		return "The release requested by " + requestor + " was not performed: " + out.Reason
+	}
 }
 
 func reply(status int, v any) wire.Result { return wire.JSONHTTPResponse("res", status, v) }
