@@ -297,3 +297,38 @@ func TestActiveRequestAlreadyExistsCountsAsDone(t *testing.T) {
 		t.Fatalf("isolate calls = %d, want 1 (refused)", r.def.Count("IsolateMachine"))
 	}
 }
+
+// Pins (found by the crash test): the handler died after Defender accepted
+// the isolate call but before the request recorded it. The redelivered
+// request must recognise the action as its own and follow it, not report
+// "already isolated" and leave the action unfollowed.
+func TestRedeliveryAfterCrashBeforeRecordResumesOwnAction(t *testing.T) {
+	r := newRig(t, 0)
+	ctx := context.Background()
+	req := request("da7_a", machineA, false)
+	s := States{Store: r.store}
+	st := RequestState{Request: req, State: StateReceived, Updated: r.now}
+	if _, err := s.Save(ctx, &st, "", true); err != nil {
+		t.Fatal(err)
+	}
+	if won, _, err := s.Lock(ctx, machineA, req.RequestID); err != nil || !won {
+		t.Fatalf("lock: won=%v err=%v", won, err)
+	}
+	act, err := r.def.IsolateMachine(ctx, machineA, req.Comment, mde.IsolationFull) // the call that "crashed"
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.f.Process(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	got := r.state(t, req.RequestID)
+	if got.State != StateAccepted || got.Outcome.ActionID != act.ID {
+		t.Fatalf("state %s outcome %+v; want accepted, following %s", got.State, got.Outcome, act.ID)
+	}
+	if n := r.def.Count("IsolateMachine"); n != 1 {
+		t.Fatalf("isolate calls = %d, want the crashed one only", n)
+	}
+	if len(r.q.Messages(queue.Actions)) != 1 {
+		t.Fatal("the resumed action is not followed")
+	}
+}

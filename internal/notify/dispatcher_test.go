@@ -470,3 +470,33 @@ func TestGroupingDisabledWithZeroWindow(t *testing.T) {
 		t.Errorf("FlushGroups with grouping off: %v %v", reps, err)
 	}
 }
+
+// Pins (found by the handler crash test): the process died mid-send and
+// left the claim "sending". The next delivery of the same queue message
+// takes the claim over at once and sends; a delivery of another message
+// still respects the lease.
+func TestRedeliveryTakesOverClaimLeftByCrash(t *testing.T) {
+	t.Parallel()
+	clock := &testClock{now: fixedDate}
+	st := store.NewMemory()
+	email := &recordingChannel{name: "email"}
+	d := newTestDispatcher(t, st, clock, 0, email)
+	n := loadNotification(t, "alert_notification.json")
+	n.Channels, n.Decision.Channels, n.GroupKey = nil, nil, ""
+	left := deliveryRecord{NotificationID: n.ID, Channel: "email", Kind: n.Kind, State: StateSending, Attempts: 1,
+		ClaimedAt: fixedDate, UpdatedAt: fixedDate, ClaimedBy: "n-msg", ClaimDelivery: 1}
+	if _, err := store.UpsertJSON(context.Background(), st, TableDeliveries, store.EscapeKey(n.ID), "email", left); err != nil {
+		t.Fatal(err)
+	}
+	other := WithAttempt(context.Background(), Attempt{MessageID: "another-msg", DeliveryCount: 1})
+	if _, err := d.Deliver(other, n); err == nil || len(email.sent()) != 0 {
+		t.Fatalf("another message sent during the lease: err=%v sent=%d", err, len(email.sent()))
+	}
+	again := WithAttempt(context.Background(), Attempt{MessageID: "n-msg", DeliveryCount: 2})
+	if _, err := d.Deliver(again, n); err != nil {
+		t.Fatalf("redelivery of the same message: %v", err)
+	}
+	if len(email.sent()) != 1 {
+		t.Fatalf("sent %d times, want once", len(email.sent()))
+	}
+}
