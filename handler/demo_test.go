@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mdeflow/mdeflow/internal/testutil"
+
 	"github.com/mdeflow/mdeflow/internal/mde"
 	"github.com/mdeflow/mdeflow/internal/sim"
 )
@@ -35,18 +37,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func publicData(t *testing.T, name string) string {
-	t.Helper()
-	p := filepath.Join("..", "..", "shared", "data", "public", name)
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("public data not available (%s): %v", p, err)
-	}
-	abs, err := filepath.Abs(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return abs
-}
+func publicData(t *testing.T, name string) string { return testutil.PublicData(t, name) }
 
 func demo(t *testing.T, o demoOptions) demoResult {
 	t.Helper()

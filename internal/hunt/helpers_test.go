@@ -5,44 +5,18 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/mdeflow/mdeflow/internal/testutil"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files in testdata")
 
 // publicDir returns ../shared/data/public relative to the module root, or
 // skips the test when the acceptance corpus is absent.
-func publicDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Skip("module root not found")
-		}
-		dir = parent
-	}
-	pub := filepath.Join(dir, "..", "shared", "data", "public")
-	if _, err := os.Stat(pub); err != nil {
-		t.Skipf("public corpus absent: %v", err)
-	}
-	return pub
-}
+func publicDir(t *testing.T) string { return testutil.PublicDir(t) }
 
 // publicFile returns the path of one corpus file, skipping when absent.
-func publicFile(t *testing.T, name string) string {
-	t.Helper()
-	p := filepath.Join(publicDir(t), name)
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("%s absent: %v", name, err)
-	}
-	return p
-}
+func publicFile(t *testing.T, name string) string { return testutil.PublicData(t, name) }
 
 // golden compares got with testdata/<name>, rewriting it with -update.
 func golden(t *testing.T, name string, got []byte) {

@@ -4,11 +4,11 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mdeflow/mdeflow/internal/testutil"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
@@ -54,28 +54,7 @@ func newTestClient(t *testing.T, h http.Handler, mutate func(*ClientOptions)) (*
 
 // publicData returns ../shared/data/public/<name> relative to the module
 // root, skipping the test when the corpus is absent.
-func publicData(t *testing.T, name string) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Skip("module root not found")
-		}
-		dir = parent
-	}
-	p := filepath.Join(dir, "..", "shared", "data", "public", name)
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("public corpus file %s absent", p)
-	}
-	return p
-}
+func publicData(t *testing.T, name string) string { return testutil.PublicData(t, name) }
 
 func writeJSON(w http.ResponseWriter, status int, body string) {
 	w.Header().Set("Content-Type", "application/json; odata.metadata=minimal; odata.streaming=true; charset=utf-8")

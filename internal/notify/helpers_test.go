@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mdeflow/mdeflow/internal/testutil"
+
 	"github.com/mdeflow/mdeflow/internal/mde"
 	"github.com/mdeflow/mdeflow/internal/pipeline"
 )
@@ -59,23 +61,9 @@ func golden(t *testing.T, name string, got []byte) {
 // (<repo>/../shared/data/public), skipping the test when it is absent.
 func readPublicSample(t *testing.T, name string) []byte {
 	t.Helper()
-	dir, err := os.Getwd()
+	b, err := os.ReadFile(testutil.PublicData(t, name))
 	if err != nil {
 		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Skip("module root not found")
-		}
-		dir = parent
-	}
-	b, err := os.ReadFile(filepath.Join(dir, "..", "shared", "data", "public", name))
-	if err != nil {
-		t.Skipf("public sample %s not available: %v", name, err)
 	}
 	return b
 }

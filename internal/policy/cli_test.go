@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/mdeflow/mdeflow/internal/testutil"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
@@ -34,14 +36,7 @@ func golden(t *testing.T, name string, got []byte) {
 
 // publicData returns a file of the shared acceptance corpus, skipping the
 // test when the corpus is absent.
-func publicData(t *testing.T, name string) string {
-	t.Helper()
-	path := filepath.Join(repoRoot(t), "..", "shared", "data", "public", name)
-	if _, err := os.Stat(path); err != nil {
-		t.Skipf("acceptance corpus not available: %v", err)
-	}
-	return path
-}
+func publicData(t *testing.T, name string) string { return testutil.PublicData(t, name) }
 
 func strictPolicy(t *testing.T) *Policy {
 	t.Helper()

@@ -8,27 +8,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mdeflow/mdeflow/internal/testutil"
+
 	"github.com/mdeflow/mdeflow/internal/pipeline"
 )
 
 // repoRoot walks up from the package directory to go.mod.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the package directory")
-		}
-		dir = parent
-	}
-}
+func repoRoot(t *testing.T) string { return testutil.RepoRoot(t) }
 
 // header is a valid policy head; tests append rules to it.
 const header = `version: test-1

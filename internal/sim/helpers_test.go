@@ -13,11 +13,11 @@ import (
 	"io"
 	"math/big"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mdeflow/mdeflow/internal/testutil"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
@@ -187,28 +187,9 @@ func newAppCert(t *testing.T, cn string) (*x509.Certificate, *rsa.PrivateKey, []
 
 // publicDataDir is ../shared/data/public from the module root, or "" when
 // the folder does not exist.
-func publicDataDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return ""
-		}
-		dir = parent
-	}
-	p := filepath.Join(dir, "..", "shared", "data", "public")
-	if _, err := os.Stat(p); err != nil {
-		return ""
-	}
-	return p
-}
+// publicDataDir is ../shared/data/public from the module root (the test
+// is skipped when it is absent).
+func publicDataDir(t *testing.T) string { return testutil.PublicDir(t) }
 
 type jsonNumber = json.Number
 

@@ -54,9 +54,6 @@ func TestAdvancedQueryShape(t *testing.T) {
 // The public Sentinel queries run unchanged and hit the sample tenant's rows.
 func TestPublicSentinelQueriesHit(t *testing.T) {
 	dir := publicDataDir(t)
-	if dir == "" {
-		t.Skip("../shared/data/public not present")
-	}
 	s, _ := startSim(t, Options{})
 	tok := mdeToken(t, s)
 	graphTok := secretToken(t, s, DefaultClientID, DefaultClientSecret, AudienceGraph+"/.default")
