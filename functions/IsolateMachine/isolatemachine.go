@@ -354,6 +354,13 @@ func NameMatches(ctx context.Context, d NameFinder, m *mde.Machine) (int, error)
 	if m.ComputerDNSName == "" {
 		return 1, nil // nothing to confuse it with
 	}
+	if mde.ValidateMachineName(m.ComputerDNSName) != nil {
+		// The device's owner chose the name; Defender's search cannot
+		// take it (non-ASCII, spaces, an empty label...). As when the
+		// search does not see it, the id lookup did: failing here made
+		// such a device impossible to isolate or release.
+		return 1, nil
+	}
 	found, err := d.FindMachineByName(ctx, m.ComputerDNSName)
 	var le *mde.MachineLookupError
 	switch {

@@ -2,10 +2,14 @@ package isolatemachine
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/mdeflow/mdeflow/internal/fn"
+	"github.com/mdeflow/mdeflow/internal/fntest"
 	"github.com/mdeflow/mdeflow/internal/mde"
 	"github.com/mdeflow/mdeflow/internal/pipeline"
 )
@@ -113,5 +117,38 @@ func TestOneIsolateCallAfterAReleaseUnderConcurrency(t *testing.T) {
 	wg.Wait()
 	if n := r.def.Count("IsolateMachine"); n != 1 {
 		t.Fatalf("isolate calls = %d, want 1", n)
+	}
+}
+
+// realNameSearch validates the name before searching, as mde.Client does:
+// Defender's $filter cannot express every host name.
+type realNameSearch struct{ *fntest.Defender }
+
+func (d realNameSearch) FindMachineByName(ctx context.Context, name string) (*mde.Machine, error) {
+	if err := mde.ValidateMachineName(name); err != nil {
+		return nil, fmt.Errorf("finding machine by name: %w", err)
+	}
+	return d.Defender.FindMachineByName(ctx, name)
+}
+
+// A device's host name is whatever its owner set (a compromised Linux box
+// can be renamed at will) and need not be a DNS name. A name the search
+// cannot take must not make the isolation fail permanently: the request
+// was dead-lettered, nothing was isolated and no outcome was notified.
+func TestUnsearchableHostNameDoesNotPreventIsolation(t *testing.T) {
+	for _, name := range []string{"PC-Müller.corp.example.com", "evil host", "ws1..corp.example.com", strings.Repeat("a", 64) + ".corp"} {
+		t.Run(name, func(t *testing.T) {
+			r := newRig(t, 0)
+			const id = "5555555555555555555555555555555555555555"
+			r.def.AddMachine(mde.Machine{ID: id, ComputerDNSName: name, OSPlatform: "Linux"})
+			r.f.Defender = realNameSearch{r.def}
+			err := r.f.Process(context.Background(), request("da9_a", id, false))
+			if err != nil {
+				t.Fatalf("Process: %v (permanent: %v)", err, fn.IsPermanent(err))
+			}
+			if n := r.def.Count("IsolateMachine"); n != 1 {
+				t.Fatalf("isolate calls = %d, want 1; outcome %+v", n, r.state(t, "iso-da9_a").Outcome)
+			}
+		})
 	}
 }
