@@ -3,6 +3,7 @@ package enrichalert
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/mdeflow/mdeflow/internal/fn"
@@ -117,6 +118,46 @@ func TestForgedHuntAlertIsRefused(t *testing.T) {
 			}
 			if d.Count("GetAlert") != 0 {
 				t.Fatalf("a hunt alert id reached Defender's GetAlert")
+			}
+		})
+	}
+}
+
+// Process command lines, file paths and URLs in an alert's evidence are
+// the attacker's (a Linux command line can be megabytes). They travel in
+// the decision record (store entities hold at most store.MaxDataSize) and
+// in the isolation request (a Service Bus message holds 256 KiB on the
+// standard tier). An alert whose evidence did not fit was never decided:
+// every delivery failed, and the machine was never isolated.
+func TestHugeEvidenceStillIsolates(t *testing.T) {
+	const serviceBusStandardMax = 256 << 10
+	tests := []struct {
+		name  string
+		cmd   string
+		items int
+	}{
+		{"20 Windows-sized command lines", strings.Repeat("A", 32767), 20},
+		{"one Linux command line of 1 MiB", strings.Repeat("x", 1<<20), 1},
+		{"command lines that grow 6x in JSON", strings.Repeat("<\x01", 16000), 20},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f, d, q := setup(t)
+			a := mde.Alert{ID: "da4_huge", Severity: mde.SeverityHigh, Title: "huge", MachineID: machine}
+			for i := 0; i < tc.items; i++ {
+				cmd := tc.cmd
+				a.Evidence = append(a.Evidence, mde.Evidence{EntityType: "Process", ProcessCommandLine: &cmd, FileName: &cmd})
+			}
+			d.AddAlert(a)
+			if err := f.Process(context.Background(), pipeline.AlertMessage{ID: a.ID, MachineID: machine}); err != nil {
+				t.Fatalf("Process: %v", err)
+			}
+			isos := q.Messages(queue.Isolations)
+			if len(isos) != 1 {
+				t.Fatalf("isolation requests = %d, want 1", len(isos))
+			}
+			if n := len(isos[0].Body); n > serviceBusStandardMax/2 {
+				t.Fatalf("isolation request is %d bytes; a Service Bus message (with the state and notification built from it) must stay well under %d", n, serviceBusStandardMax)
 			}
 		})
 	}

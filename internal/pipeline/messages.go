@@ -167,21 +167,97 @@ type AlertInfo struct {
 	Evidence        []mde.Evidence `json:"evidence,omitempty"`
 }
 
-// AlertInfoOf trims an alert to what travels downstream. Evidence is capped.
+// Caps of the alert data that travels downstream. Titles, descriptions and
+// above all evidence (process command lines, paths, URLs) are
+// attacker-influenced and unbounded, while every message and record that
+// carries an AlertInfo must fit a Service Bus message (256 KiB on the
+// standard tier) and a store entity, with the rest of the message.
+const (
+	maxInfoEvidence  = 20
+	maxInfoTitle     = 1024 // runes
+	maxInfoText      = 4000 // runes, description
+	maxInfoShort     = 256  // runes, severity, category, detection source
+	maxInfoMitre     = 64   // techniques
+	maxEvidenceField = 2048 // runes, each evidence string
+	// maxInfoJSON bounds the encoded AlertInfo: evidence items that do not
+	// fit are left out.
+	maxInfoJSON = 64 << 10
+)
+
+// AlertInfoOf trims an alert to what travels downstream: at most 20
+// evidence items, every string capped, and the whole at most 64 KiB of
+// JSON (trailing evidence items are dropped to fit).
 func AlertInfoOf(a *mde.Alert) *AlertInfo {
 	if a == nil {
 		return nil
 	}
-	ev := a.Evidence
-	if len(ev) > 20 {
-		ev = ev[:20]
+	info := &AlertInfo{
+		ID: a.ID, Title: capRunes(a.Title, maxInfoTitle), Severity: capRunes(a.Severity, maxInfoShort),
+		Category: capRunes(a.Category, maxInfoShort), DetectionSource: capRunes(a.DetectionSource, maxInfoShort),
+		Description: capRunes(a.Description, maxInfoText), IncidentID: a.IncidentID, CreatedAt: a.AlertCreationTime,
+		MitreTechniques: a.MitreTechniques,
 	}
-	return &AlertInfo{
-		ID: a.ID, Title: a.Title, Severity: a.Severity, Category: a.Category,
-		DetectionSource: a.DetectionSource, Description: a.Description,
-		IncidentID: a.IncidentID, CreatedAt: a.AlertCreationTime,
-		MitreTechniques: a.MitreTechniques, Evidence: ev,
+	if len(info.MitreTechniques) > maxInfoMitre {
+		info.MitreTechniques = info.MitreTechniques[:maxInfoMitre]
 	}
+	for _, t := range info.MitreTechniques {
+		if len(t) > maxInfoShort {
+			capped := make([]string, len(info.MitreTechniques))
+			for j, u := range info.MitreTechniques {
+				capped[j] = capRunes(u, maxInfoShort)
+			}
+			info.MitreTechniques = capped
+			break
+		}
+	}
+	base, err := json.Marshal(info)
+	if err != nil {
+		return info
+	}
+	size := len(base)
+	for i, e := range a.Evidence {
+		if i == maxInfoEvidence {
+			break
+		}
+		e = capEvidence(e)
+		b, err := json.Marshal(e)
+		if err != nil || size+len(b)+len(`,"evidence":[]`) > maxInfoJSON {
+			break
+		}
+		size += len(b) + 1
+		info.Evidence = append(info.Evidence, e)
+	}
+	return info
+}
+
+// capEvidence caps every string of an evidence item (a copy).
+func capEvidence(e mde.Evidence) mde.Evidence {
+	for _, p := range []**string{&e.Sha1, &e.Sha256, &e.FileName, &e.FilePath, &e.ProcessCommandLine,
+		&e.ParentProcessFileName, &e.ParentProcessFilePath, &e.IPAddress, &e.URL, &e.RegistryKey, &e.RegistryHive,
+		&e.RegistryValueType, &e.RegistryValue, &e.RegistryValueName, &e.AccountName, &e.DomainName, &e.UserSid,
+		&e.AadUserID, &e.UserPrincipalName, &e.DetectionStatus} {
+		if *p != nil && len(**p) > maxEvidenceField {
+			c := capRunes(**p, maxEvidenceField)
+			*p = &c
+		}
+	}
+	e.EntityType = capRunes(e.EntityType, maxInfoShort)
+	return e
+}
+
+// capRunes cuts s to at most n runes, marking the cut with "…".
+func capRunes(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	i := 0
+	for j := range s {
+		if i == n {
+			return s[:j] + "…"
+		}
+		i++
+	}
+	return s
 }
 
 // MachineInfo is the part of a machine that travels with notifications.
