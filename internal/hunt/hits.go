@@ -23,6 +23,11 @@ const (
 	maxTitleRunes     = 256
 	maxEvidence       = 20
 	maxDescription    = 4000
+	// maxDigestColumns and maxDigestJSON bound a digest, which travels as
+	// one Service Bus message (256 KiB on the standard tier) with the rest
+	// of its notification; the renderers show 20 columns at most anyway.
+	maxDigestColumns = 20
+	maxDigestJSON    = 96 << 10
 	// DetectionSourceHunt is the detectionSource of synthetic hunt alerts.
 	DetectionSourceHunt = "CustomDetection"
 	// AlertSourceHunt is AlertMessage.Source for hunt alerts.
@@ -58,6 +63,17 @@ func Digest(r RunReport, maxRows int) *pipeline.HuntDigest {
 		sort.Strings(cols)
 		d.Columns = cols
 	}
+	if len(cols) > maxDigestColumns {
+		cols = cols[:maxDigestColumns]
+		d.Columns = append([]string{}, cols...)
+	}
+	// Cells are attacker-influenced: rows that would take the digest (one
+	// Service Bus message) past maxDigestJSON are left out of the table;
+	// NewRows and TotalRows keep the true counts.
+	size := 0
+	if b, err := json.Marshal(d); err == nil {
+		size = len(b)
+	}
 	for i, row := range r.NewRows {
 		if i >= maxRows {
 			break
@@ -66,6 +82,11 @@ func Digest(r RunReport, maxRows int) *pipeline.HuntDigest {
 		for _, c := range cols {
 			out[c] = cellString(row[c])
 		}
+		b, err := json.Marshal(out)
+		if err != nil || size+len(b)+1 > maxDigestJSON {
+			break
+		}
+		size += len(b) + 1
 		d.Rows = append(d.Rows, out)
 	}
 	return d
