@@ -27,7 +27,9 @@ const (
 	// one Service Bus message (256 KiB on the standard tier) with the rest
 	// of its notification; the renderers show 20 columns at most anyway.
 	maxDigestColumns = 20
-	maxDigestJSON    = 96 << 10
+	// maxEvidenceJSON bounds the evidence of a device alert.
+	maxEvidenceJSON = 64 << 10
+	maxDigestJSON   = 96 << 10
 	// DetectionSourceHunt is the detectionSource of synthetic hunt alerts.
 	DetectionSourceHunt = "CustomDetection"
 	// AlertSourceHunt is AlertMessage.Source for hunt alerts.
@@ -361,12 +363,16 @@ func dirOf(folder, file *string) *string {
 func evidenceOf(rows []map[string]any, now time.Time) []mde.Evidence {
 	var out []mde.Evidence
 	seen := map[string]bool{}
+	size := 0
 	add := func(e mde.Evidence) {
 		key, _ := json.Marshal(e)
-		if seen[string(key)] || len(out) >= maxEvidence {
+		// Cells are attacker-influenced: the alert (one queue message,
+		// one store record) keeps the evidence that fits maxEvidenceJSON.
+		if seen[string(key)] || len(out) >= maxEvidence || size+len(key) > maxEvidenceJSON {
 			return
 		}
 		seen[string(key)] = true
+		size += len(key)
 		out = append(out, e)
 	}
 	for _, row := range rows {

@@ -57,3 +57,36 @@ func TestDigestFitsAServiceBusMessage(t *testing.T) {
 		})
 	}
 }
+
+// The device alert a hunt raises carries its evidence, built from the
+// rows' cells, in one alerts-queue message (and one store record). Twenty
+// rows of hostile cells must not make it too big to send: the alerts of
+// the run would never be raised, and the device never isolated.
+func TestDeviceAlertFitsAServiceBusMessage(t *testing.T) {
+	const serviceBusStandardMax = 256 << 10
+	const dev = "3f9c2a1b7d4e6f8091a2b3c4d5e6f708192a3b4c"
+	h := Hunt{ID: "h1", Name: "hostile", Severity: "High", OnHits: OnHits{RaiseAlerts: &RaiseAlerts{}}}
+	rep := RunReport{HuntID: "h1", Triggered: true, Slot: time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)}
+	for i := 0; i < 40; i++ {
+		cell := strings.Repeat("x", i) + strings.Repeat("<", 512) // distinct, so evidence is not de-duplicated
+		// The columns of a DeviceProcessEvents hunt.
+		rep.NewRows = append(rep.NewRows, map[string]any{"DeviceId": dev, "DeviceName": "ws1",
+			"FileName": cell, "FolderPath": cell, "ProcessCommandLine": cell, "SHA1": cell, "SHA256": cell,
+			"InitiatingProcessFileName": cell, "InitiatingProcessFolderPath": cell})
+	}
+	rep.TotalRows = len(rep.NewRows)
+	alerts, _ := DeviceAlerts(h, rep, rep.Slot)
+	if len(alerts) != 1 {
+		t.Fatalf("alerts = %d, want 1", len(alerts))
+	}
+	b, err := json.Marshal(alerts[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) > serviceBusStandardMax/2 {
+		t.Fatalf("device alert message is %d bytes (%d evidence items); it must stay well under %d", len(b), len(alerts[0].Alert.Evidence), serviceBusStandardMax)
+	}
+	if len(alerts[0].Alert.Evidence) == 0 {
+		t.Fatal("no evidence kept")
+	}
+}
