@@ -27,9 +27,10 @@ const (
 	// one Service Bus message (256 KiB on the standard tier) with the rest
 	// of its notification; the renderers show 20 columns at most anyway.
 	maxDigestColumns = 20
-	// maxEvidenceJSON bounds the evidence of a device alert.
+	maxDigestJSON    = 96 << 10
+	// maxEvidenceJSON bounds the evidence of a device alert (one queue
+	// message, one store record).
 	maxEvidenceJSON = 64 << 10
-	maxDigestJSON   = 96 << 10
 	// DetectionSourceHunt is the detectionSource of synthetic hunt alerts.
 	DetectionSourceHunt = "CustomDetection"
 	// AlertSourceHunt is AlertMessage.Source for hunt alerts.
