@@ -78,11 +78,12 @@ func (f *Function) Poll(ctx context.Context) (Report, error) {
 	cps := store.NewCheckpoints(f.Store)
 	// The checkpoint is the start time of the last complete poll.
 	until, etag, err := cps.GetCheckpoint(ctx, CheckpointName)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		until, etag = now.Add(-f.Lookback), ""
-	case err != nil:
+	if err != nil {
 		return Report{}, fmt.Errorf("reading checkpoint: %w", err)
+	}
+	if until.IsZero() {
+		// First poll: look back MDEFLOW_POLL_LOOKBACK, never further.
+		until = now.Add(-f.Lookback)
 	}
 	r := Report{From: until.Add(-f.Overlap), Until: now}
 	alerts, err := f.Alerts.ListAlertsCreatedSince(ctx, r.From)

@@ -112,3 +112,27 @@ func TestSendFailureKeepsCheckpoint(t *testing.T) {
 		t.Fatalf("queued %v, want the alert once after the failure", got)
 	}
 }
+
+// Pins (a regression a new user found): the first poll, with no
+// checkpoint, looks back exactly MDEFLOW_POLL_LOOKBACK and no further; an
+// old alert is never pulled in (it could isolate machines for history).
+func TestFirstPollLooksBackOnlyTheLookback(t *testing.T) {
+	t0 := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	now := t0
+	src := &visibleAlerts{now: &now}
+	src.add("da1_old", t0.Add(-90*24*time.Hour), t0.Add(-90*24*time.Hour))
+	src.add("da2_recent", t0.Add(-30*time.Minute), t0.Add(-30*time.Minute))
+	q := queue.NewRecorder()
+	f := &Function{Alerts: src, Store: store.NewMemory(), Queue: q, Overlap: 10 * time.Minute, Lookback: time.Hour,
+		Now: func() time.Time { return now }, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	r, err := f.Poll(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := t0.Add(-time.Hour).Add(-10 * time.Minute); !r.From.Equal(want) || !src.calls[0].Equal(want) {
+		t.Fatalf("first poll from %s (asked %s), want %s", r.From, src.calls[0], want)
+	}
+	if got := ids(q); len(got) != 1 || got[0] != "alert-da2_recent" {
+		t.Fatalf("queued %v, want only the recent alert", got)
+	}
+}
