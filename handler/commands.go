@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"time"
 	"unicode"
@@ -34,7 +35,7 @@ func cmdLocalhost(ctx context.Context, args []string, getenv func(string) string
 	appDir := fs.String("app", "dist/app", "app folder (make app)")
 	addr := fs.String("addr", "127.0.0.1:7071", "listen address")
 	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+		return flagError(err)
 	}
 	masterKey, functionKey := getenv("MDEFLOW_LOCAL_MASTER_KEY"), getenv("MDEFLOW_LOCAL_FUNCTION_KEY")
 	if masterKey == "" {
@@ -45,6 +46,24 @@ func cmdLocalhost(ctx context.Context, args []string, getenv func(string) string
 	}
 	settings := map[string]string{"MDEFLOW_QUEUE": "local", "MDEFLOW_LOCAL_QUEUE_URL": "http://" + *addr,
 		"MDEFLOW_LOCAL_MASTER_KEY": masterKey}
+	// Local defaults for what neither the app folder's local.settings.json
+	// nor the environment sets: the bindings' Service Bus connection must be
+	// defined (the local host does not use it) and state goes to a file.
+	local, err := localSettings(filepath.Join(*appDir, "local.settings.json"))
+	if err != nil {
+		return err
+	}
+	for k, v := range map[string]string{
+		"ServiceBusConnection":    "Endpoint=sb://localhost/;SharedAccessKeyName=local;SharedAccessKey=local",
+		"MDEFLOW_STORE":           "embedded",
+		"MDEFLOW_POLL_SCHEDULE":   "0 */1 * * * *",
+		"MDEFLOW_HUNT_SCHEDULE":   "0 */5 * * * *",
+		"MDEFLOW_NOTIFY_CHANNELS": "outbox",
+	} {
+		if local[k] == "" && getenv(k) == "" {
+			settings[k] = v
+		}
+	}
 	log := newLogger(stdout, "info")
 	host, err := localhost.New(localhost.Options{AppRoot: *appDir, Settings: settings, Addr: *addr, MasterKey: masterKey,
 		FunctionKey: functionKey, Logger: log, HandlerOutput: stdout})
@@ -60,6 +79,25 @@ func cmdLocalhost(ctx context.Context, args []string, getenv func(string) string
 	return host.Stop(context.Background())
 }
 
+// localSettings reads the Values of a local.settings.json (none when the
+// file does not exist).
+func localSettings(path string) (map[string]string, error) {
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return map[string]string{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var f struct {
+		Values map[string]string `json:"Values"`
+	}
+	if err := json.Unmarshal(raw, &f); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return f.Values, nil
+}
+
 // cmdSim runs the simulator until interrupted.
 func cmdSim(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
@@ -67,7 +105,7 @@ func cmdSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	alerts := fs.String("alerts", "", "seed from an alerts file instead of the sample tenant")
 	caOut := fs.String("ca", "sim-ca.pem", "where to write the simulator's CA certificate")
 	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+		return flagError(err)
 	}
 	opts := sim.Options{Logger: slog.New(slog.NewJSONHandler(stdout, nil))}
 	if *alerts != "" {
@@ -102,7 +140,7 @@ func cmdCheck(ctx context.Context, args []string, getenv func(string) string, st
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	offline := fs.Bool("offline", false, "do not fetch tokens (settings, policy and hunts only)")
 	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+		return flagError(err)
 	}
 	s, err := loadSettings(getenv)
 	if err != nil {
@@ -202,7 +240,7 @@ func cmdPolicy(args []string, stdout io.Writer) error {
 		machine := fs.String("machine", "", "machine JSON (optional)")
 		pfile := fs.String("policy", "", "policy file (default: built-in)")
 		if err := fs.Parse(args[1:]); err != nil {
-			return usageError{err.Error()}
+			return flagError(err)
 		}
 		if *alert == "" {
 			return usageError{"policy test needs --alert FILE"}
@@ -238,7 +276,7 @@ func cmdDeadLetters(ctx context.Context, args []string, getenv func(string) stri
 	fs := flag.NewFlagSet("deadletters", flag.ContinueOnError)
 	id := fs.String("id", "", "only this message id")
 	if err := fs.Parse(args[1:]); err != nil {
-		return usageError{err.Error()}
+		return flagError(err)
 	}
 	s, err := loadSettings(getenv)
 	if err != nil {
@@ -379,4 +417,12 @@ func settingsExample() string {
 	}
 	b.WriteString("  }\n}\n")
 	return b.String()
+}
+
+// flagError maps a flag parsing error: -h/--help is not an error.
+func flagError(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	return usageError{err.Error()}
 }

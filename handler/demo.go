@@ -40,6 +40,8 @@ type demoOptions struct {
 // demoResult is what a demo run counted.
 type demoResult struct {
 	Alerts, Isolated, Skipped, Notified, DeadLettered int
+	// PendingApproval are isolations waiting for an approver.
+	PendingApproval int
 	IsolateCalls, AcceptedCalls                       int
 	Outcomes                                          []outcomeLine
 	Dir                                               string
@@ -66,7 +68,7 @@ func cmdDemo(ctx context.Context, args []string, getenv func(string) string, std
 	fs.DurationVar(&o.Timeout, "timeout", 4*time.Minute, "give up after this long")
 	fs.BoolVar(&o.Verbose, "v", false, "show the handler's logs")
 	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+		return flagError(err)
 	}
 	if o.Source != "mde" && o.Source != "graph" {
 		return usageError{"--source must be mde or graph"}
@@ -132,14 +134,19 @@ func runDemo(ctx context.Context, o demoOptions, stdout io.Writer) (res demoResu
 			return res, fmt.Errorf("firing ScheduledHunt: %w", err)
 		}
 	}
-	if err := st.Host.WaitIdle(ctx); err != nil {
-		return res, fmt.Errorf("waiting for the pipeline to finish: %w (handler log: %s)", err, st.LogPath())
+	if err := st.Settle(ctx); err != nil {
+		st.keep = true
+		return res, fmt.Errorf("waiting for the pipeline to finish: %w (kept for inspection: %s, handler log %s)", err, st.Dir, st.LogPath())
 	}
 	res, err = st.Collect(ctx)
 	if err != nil {
-		return res, err
+		st.keep = true
+		return res, fmt.Errorf("%w (kept for inspection: %s)", err, st.Dir)
 	}
 	printOutcomes(stdout, res)
+	if o.Keep {
+		fmt.Fprintf(stdout, "kept: %s (state.db, outbox/*.eml, handler.log, host.log)\n", st.Dir)
+	}
 	return res, nil
 }
 
@@ -180,6 +187,12 @@ func countDemo(ctx context.Context, st store.Backend, outbox string, res *demoRe
 				res.Isolated++
 				desc = "isolated (" + rs.Outcome.ActionStatus + ")"
 			}
+		case pipeline.OutcomePendingApproval:
+			res.PendingApproval++
+			desc = "waiting for approval"
+			if rs.Approval != nil {
+				desc += " (approve: " + rs.Approval.ApproveURL + ")"
+			}
 		case pipeline.OutcomeSkipped, pipeline.OutcomeDryRun, pipeline.OutcomeDenied, pipeline.OutcomeExpired:
 			res.Skipped++
 			desc = rs.Outcome.Kind + ": " + rs.Outcome.Reason
@@ -214,4 +227,7 @@ func printOutcomes(w io.Writer, res demoResult) {
 		fmt.Fprintf(w, "  %-34s %-12s %-62s -> %s\n", termSafe(l.Alert, 130), termSafe(l.Rule, 64), termSafe(l.Title, 60), termSafe(l.Outcome, 0))
 	}
 	fmt.Fprintf(w, "isolate calls to Defender: %d (accepted %d)\n", res.IsolateCalls, res.AcceptedCalls)
+	if res.PendingApproval > 0 {
+		fmt.Fprintf(w, "waiting for approval: %d (the approval e-mails in the outbox carry the links)\n", res.PendingApproval)
+	}
 }

@@ -45,15 +45,24 @@ commands:
   serve                 serve the functions (what the Functions host runs; the default
                         when FUNCTIONS_CUSTOMHANDLER_PORT is set)
   demo                  run the whole pipeline on the built-in sample tenant through the
-                        local host and the simulator; no Azure needed
-                          --alerts FILE   seed from an MDE or Graph alerts page instead
+                        local host and the simulator; no Azure needed (about 30 s: the
+                        client keeps within Defender's 100 calls/minute quotas)
+                          --alerts FILE        seed from an MDE or Graph alerts page instead
                           --source mde|graph   alert source (default mde)
-                          --policy FILE   response policy (default: built-in)
-                          --hunts DIR     hunt catalog (default examples/hunts)
-                          --dry-run       decide and notify, isolate nothing
-  localhost [--app DIR] the local Functions host for an app folder (like func start)
-  sim                   run the Defender/Entra/Graph simulator on loopback
-  check                 validate settings, policy and hunts; report missing API roles
+                          --policy FILE        response policy (default: built-in)
+                          --hunt               also run ScheduledHunt once
+                          --hunts DIR          hunt catalog (default examples/hunts)
+                          --dry-run            decide and notify, isolate nothing
+                          --keep               keep the working folder (state, outbox, logs)
+                          --timeout D          give up after D (default 4m)
+                          -v                   show the handler's logs
+  localhost [--app DIR] [--addr HOST:PORT]
+                        the local Functions host for an app folder built by make app
+                        (like func start); settings from DIR/local.settings.json
+  sim [--alerts FILE] [--ca FILE]
+                        run the Defender/Entra/Graph simulator on loopback
+  check [--offline]     validate settings, policy and hunts; report missing API roles
+                        (--offline: no token requests)
   policy check FILE     validate a policy file
   policy test --alert FILE [--machine FILE] [--policy FILE]
                         show which rule fires and what would happen; calls nothing

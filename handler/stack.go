@@ -53,7 +53,8 @@ type stack struct {
 	FunctionKey, MasterKey string
 
 	keep        bool
-	log         *os.File
+	log         *os.File // the handler's own output, one JSON line per log record
+	hostLog     *os.File // the local host's log
 	hostStopped bool
 	closed      bool
 }
@@ -181,6 +182,9 @@ func startStack(ctx context.Context, o stackOptions) (_ *stack, err error) {
 	if st.log, err = os.Create(filepath.Join(dir, "handler.log")); err != nil {
 		return nil, err
 	}
+	if st.hostLog, err = os.Create(filepath.Join(dir, "host.log")); err != nil {
+		return nil, err
+	}
 	var handlerOut io.Writer = st.log
 	if o.HandlerOutput != nil {
 		handlerOut = io.MultiWriter(st.log, o.HandlerOutput)
@@ -188,7 +192,7 @@ func startStack(ctx context.Context, o stackOptions) (_ *stack, err error) {
 	ho := localhost.Options{
 		AppRoot: appDir, Settings: st.Settings, Addr: "127.0.0.1:" + strconv.Itoa(port),
 		MasterKey: st.MasterKey, FunctionKey: st.FunctionKey, DisableTimers: true,
-		Logger: slog.New(slog.NewJSONHandler(st.log, nil)), HandlerOutput: handlerOut,
+		Logger: slog.New(slog.NewJSONHandler(st.hostLog, nil)), HandlerOutput: handlerOut,
 	}
 	if o.Host != nil {
 		o.Host(&ho)
@@ -200,6 +204,39 @@ func startStack(ctx context.Context, o stackOptions) (_ *stack, err error) {
 		return nil, fmt.Errorf("starting the local host: %w (handler log: %s)", err, st.LogPath())
 	}
 	return st, nil
+}
+
+// Settle waits until the pipeline has nothing left to do now: no
+// invocation running and no active or in-flight message, with the scheduled
+// messages unchanged for longer than the follow-up back-off. What is left
+// scheduled then waits for a person (approval expiries) or for later.
+func (st *stack) Settle(ctx context.Context) error {
+	const quiet = 12 * time.Second // > the demo's longest follow-up interval
+	var lastScheduled = -1
+	var since time.Time
+	for {
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := st.Host.WaitIdle(wctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+		stats := st.Host.Stats()
+		busy, scheduled := stats.Running > 0, 0
+		for _, q := range stats.Queues {
+			busy = busy || q.Active > 0 || q.InFlight > 0
+			scheduled += q.Scheduled
+		}
+		switch {
+		case busy || scheduled != lastScheduled:
+			lastScheduled, since = scheduled, time.Now()
+		case time.Since(since) >= quiet:
+			return nil
+		}
+	}
 }
 
 // LogPath is the handler's log file.
@@ -227,6 +264,9 @@ func (st *stack) Close() {
 	}
 	if st.log != nil {
 		st.log.Close()
+	}
+	if st.hostLog != nil {
+		st.hostLog.Close()
 	}
 	if !st.keep {
 		os.RemoveAll(st.Dir)
