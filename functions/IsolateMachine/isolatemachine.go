@@ -244,6 +244,21 @@ func (f *Function) Process(ctx context.Context, req pipeline.IsolationRequest) e
 		}
 	}
 
+	// The lock is re-entrant per request, so another delivery of this
+	// request (a copy on another instance, or a redelivery while this one
+	// was slow) may have passed it too and isolated the machine since the
+	// history above was read. Defender refuses a second isolate only while
+	// the first is pending; once that one has succeeded it would accept
+	// ours. Look again right before the call and follow that isolation.
+	if latest, err := ActiveIsolation(ctx, f.Defender, req.MachineID); err != nil {
+		return err
+	} else if own, err := f.ownIsolation(ctx, &st, latest); err != nil {
+		return err
+	} else if own != nil {
+		log.Info("another delivery of this request isolated the machine meanwhile; following its action",
+			fn.KeyActionID, own.ID, fn.KeyOutcome, own.Status)
+		return f.accepted(ctx, s, &st, etag, machine, own, now)
+	}
 	action, err := f.Defender.IsolateMachine(ctx, req.MachineID, st.Request.Comment, st.Request.IsolationType)
 	if errors.Is(err, mde.ErrActiveRequestAlreadyExists) {
 		log.Info("an isolation is already pending in Defender; following it")
@@ -458,6 +473,10 @@ func (f *Function) notifyApproval(ctx context.Context, st *RequestState) error {
 	d := r.Decision
 	n := pipeline.Notification{ID: "n-approval-" + r.RequestID, Kind: pipeline.NotifyApproval, Channels: d.Channels,
 		Alert: r.Alert, Machine: st.Machine, Decision: &d, Outcome: st.Outcome, Approval: st.Approval}
+	if ap := f.Policy.Approval; ap != nil && len(ap.Approvers) > 0 {
+		// Only the policy's approvers receive the signed links, by e-mail.
+		n.Recipients = append([]string(nil), ap.Approvers...)
+	}
 	if st.Outcome != nil {
 		n.CreatedAt = st.Outcome.At
 	}

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"slices"
 
 	"github.com/mdeflow/mdeflow/internal/fn"
 	"github.com/mdeflow/mdeflow/internal/notify"
@@ -30,6 +31,21 @@ type Function struct {
 	// Configured are the channels this deployment has set up.
 	Configured []string
 	Logger     *slog.Logger
+}
+
+// mailOnly keeps the mail channels of chans, or all configured mail
+// channels when chans names none.
+func (f *Function) mailOnly(chans []string) []string {
+	var out []string
+	for _, c := range chans {
+		if c == "outbox" || slices.Contains(mailChannels, c) {
+			out = append(out, c)
+		}
+	}
+	if len(out) == 0 {
+		out = f.Resolve([]string{"email"})
+	}
+	return out
 }
 
 // mailChannels are the channels that deliver e-mail, in preference order.
@@ -83,9 +99,19 @@ func (f *Function) Handle(ctx context.Context, _ *wire.Invocation, msg wire.Serv
 		return fn.Permanent(errors.New("notification has no id or kind"))
 	}
 	n.Channels = f.Resolve(n.Channels)
+	if len(n.Recipients) > 0 {
+		// Named recipients (the approvers) get it by e-mail only: the
+		// approval links must not reach a wider channel.
+		n.Channels = f.mailOnly(n.Channels)
+		if len(n.Channels) == 0 {
+			return fn.Permanentf("notification %s names recipients but no mail channel (outbox, smtp, graphmail) is configured", n.ID)
+		}
+	}
 	// A claim left by an earlier delivery of this message (its process died
-	// mid-send) is taken over at once, not after the sending lease.
-	ctx = notify.WithAttempt(ctx, notify.Attempt{MessageID: msg.MessageID, DeliveryCount: msg.DeliveryCount})
+	// mid-send) is taken over at once, not after the sending lease; one of
+	// another copy of it (same id, sent twice) is not.
+	ctx = notify.WithAttempt(ctx, notify.Attempt{MessageID: msg.MessageID, SequenceNumber: msg.SequenceNumber,
+		EnqueuedTime: msg.EnqueuedTime, DeliveryCount: msg.DeliveryCount})
 	rep, err := f.Deliverer.Deliver(ctx, n)
 	if err != nil {
 		if errors.Is(err, notify.ErrPermanent) && !errors.Is(err, notify.ErrTransient) {

@@ -1,10 +1,17 @@
 package notifyfn
 
 import (
+	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"reflect"
 	"testing"
+
+	"github.com/mdeflow/mdeflow/internal/fn"
+	"github.com/mdeflow/mdeflow/internal/notify"
+	"github.com/mdeflow/mdeflow/internal/pipeline"
+	"github.com/mdeflow/mdeflow/internal/wire"
 )
 
 func TestResolve(t *testing.T) {
@@ -26,5 +33,35 @@ func TestResolve(t *testing.T) {
 				t.Fatalf("Resolve(%v) = %v, want %v", tc.in, got, tc.want)
 			}
 		})
+	}
+}
+
+type recordingDeliverer struct{ got []pipeline.Notification }
+
+func (r *recordingDeliverer) Deliver(_ context.Context, n pipeline.Notification) (notify.Report, error) {
+	r.got = append(r.got, n)
+	return notify.Report{}, nil
+}
+
+// Pins: a notification with recipients (the approvers) goes to mail
+// channels only; with no mail channel it is dead-lettered, never widened.
+func TestRecipientsGoToMailChannelsOnly(t *testing.T) {
+	body := func(n pipeline.Notification) wire.ServiceBusMessage {
+		b, _ := json.Marshal(n)
+		return wire.ServiceBusMessage{Body: b, MessageID: n.ID}
+	}
+	n := pipeline.Notification{ID: "n-approval-iso-1", Kind: pipeline.NotifyApproval, Channels: []string{"email", "teams"},
+		Recipients: []string{"approver@example.com"}}
+	d := &recordingDeliverer{}
+	f := &Function{Deliverer: d, Configured: []string{"smtp", "teams", "webhook"}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if err := f.Handle(context.Background(), nil, body(n)); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.got) != 1 || !reflect.DeepEqual(d.got[0].Channels, []string{"smtp"}) {
+		t.Fatalf("delivered to %+v, want smtp only", d.got)
+	}
+	f.Configured = []string{"teams", "webhook"}
+	if err := f.Handle(context.Background(), nil, body(n)); err == nil || !fn.IsPermanent(err) {
+		t.Fatalf("err = %v, want a permanent error (no mail channel)", err)
 	}
 }

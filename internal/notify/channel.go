@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/mail"
 	"net/url"
 	"regexp"
 	"time"
@@ -126,4 +127,19 @@ func redactURLError(err error) error {
 		return fmt.Errorf("%s: %w", ue.Op, ue.Err)
 	}
 	return err
+}
+
+// recipientsOf returns the notification's own recipients (valid bare
+// addresses only) when it names any, else the channel's configured ones.
+func recipientsOf(n pipeline.Notification, configured []string) []string {
+	var out []string
+	for _, r := range n.Recipients {
+		if a, err := mail.ParseAddress(r); err == nil && a.Name == "" && a.Address == r {
+			out = append(out, r)
+		}
+	}
+	if len(n.Recipients) > 0 {
+		return out // named recipients never fall back to the wider list
+	}
+	return append([]string(nil), configured...)
 }

@@ -65,6 +65,10 @@ const (
 	// process died mid-send) and is taken over: the channel may then
 	// receive the notification twice, recognisable by its id/Message-ID.
 	DefaultSendingLease = 2 * time.Minute
+	// DefaultClaimWait is how long a delivery waits for another delivery's
+	// send of the same notification to the same channel to finish before it
+	// reports the channel "in progress" (see DispatcherOptions.ClaimWait).
+	DefaultClaimWait = 2 * time.Second
 	// maxFoldedStored caps the folded alerts listed in a group record; the
 	// count keeps growing beyond it.
 	maxFoldedStored    = 200
@@ -87,6 +91,13 @@ type DispatcherOptions struct {
 	GroupWindow time.Duration
 	// SendingLease, default DefaultSendingLease.
 	SendingLease time.Duration
+	// ClaimWait is how long a delivery that finds the channel claimed by
+	// another live delivery (a copy of the same message on another
+	// instance, usually) waits for that send to finish, so that it can
+	// answer "already sent" instead of failing and being redelivered at
+	// once, over and over, until its maximum delivery count. Default
+	// DefaultClaimWait; negative: do not wait. Measured on the real clock.
+	ClaimWait time.Duration
 	// Clock, default time.Now.
 	Clock func() time.Time
 	// Logger, default discards.
@@ -105,6 +116,7 @@ type Dispatcher struct {
 	render   RenderOptions
 	window   time.Duration
 	lease    time.Duration
+	wait     time.Duration
 	clock    func() time.Time
 	log      *slog.Logger
 }
@@ -143,6 +155,12 @@ func NewDispatcher(o DispatcherOptions) (*Dispatcher, error) {
 	if o.SendingLease <= 0 {
 		o.SendingLease = DefaultSendingLease
 	}
+	switch {
+	case o.ClaimWait == 0:
+		o.ClaimWait = DefaultClaimWait
+	case o.ClaimWait < 0:
+		o.ClaimWait = 0
+	}
 	if o.Clock == nil {
 		o.Clock = time.Now
 	}
@@ -155,7 +173,7 @@ func NewDispatcher(o DispatcherOptions) (*Dispatcher, error) {
 	}
 	return &Dispatcher{
 		channels: chans, defaults: slices.Clone(o.Default), store: o.Store, render: o.Render.withDefaults(),
-		window: o.GroupWindow, lease: o.SendingLease, clock: o.Clock, log: o.Logger,
+		window: o.GroupWindow, lease: o.SendingLease, wait: o.ClaimWait, clock: o.Clock, log: o.Logger,
 	}, nil
 }
 
@@ -234,16 +252,25 @@ type deliveryRecord struct {
 	GroupKey       string    `json:"groupKey,omitempty"`
 	GroupLead      string    `json:"groupLead,omitempty"`
 
-	// ClaimedBy and ClaimDelivery are the queue message and delivery count
-	// that took the claim (see WithAttempt).
-	ClaimedBy     string `json:"claimedBy,omitempty"`
-	ClaimDelivery int    `json:"claimDelivery,omitempty"`
+	// ClaimedBy, ClaimSequence, ClaimEnqueued and ClaimDelivery are the
+	// queue message and delivery count that took the claim (see
+	// WithAttempt).
+	ClaimedBy     string    `json:"claimedBy,omitempty"`
+	ClaimSequence int64     `json:"claimSequence,omitempty"`
+	ClaimEnqueued time.Time `json:"claimEnqueued,omitzero"`
+	ClaimDelivery int       `json:"claimDelivery,omitempty"`
 }
 
 // Attempt identifies the queue delivery that runs a Deliver call.
 type Attempt struct {
-	MessageID     string
-	DeliveryCount int // 1 on the first delivery
+	MessageID string
+	// SequenceNumber and EnqueuedTime tell the enqueued message from
+	// another copy with the same MessageID (sent twice, outside duplicate
+	// detection, and possibly delivered to another instance at the same
+	// time): the queue keeps both across redeliveries of one message.
+	SequenceNumber int64
+	EnqueuedTime   time.Time
+	DeliveryCount  int // 1 on the first delivery
 }
 
 type attemptKey struct{}
@@ -265,9 +292,14 @@ func attemptOf(ctx context.Context) Attempt {
 }
 
 // abandonedBy reports whether a "sending" claim was left by an earlier
-// delivery of the message now being delivered.
+// delivery of the message now being delivered: the same enqueued message
+// (id, sequence number and enqueued time), not merely the same id. A copy
+// with the same id is another message, whose delivery may well be alive
+// (its first delivery sent and a second copy's redelivery must not send
+// again).
 func (r deliveryRecord) abandonedBy(a Attempt) bool {
-	return a.MessageID != "" && r.ClaimedBy == a.MessageID && a.DeliveryCount > r.ClaimDelivery
+	return a.MessageID != "" && r.ClaimedBy == a.MessageID && a.DeliveryCount > r.ClaimDelivery &&
+		r.ClaimSequence == a.SequenceNumber && r.ClaimEnqueued.Equal(a.EnqueuedTime)
 }
 
 // Targets returns the channels a notification goes to: its own Channels,
@@ -426,12 +458,13 @@ func (d *Dispatcher) deliverTo(ctx context.Context, n pipeline.Notification, r R
 // no send must happen, with cr filled in.
 func (d *Dispatcher) claim(ctx context.Context, n pipeline.Notification, pk, name string, cr *ChannelReport) (rec deliveryRecord, etag string, done bool) {
 	at := attemptOf(ctx)
+	waited := false
 	for range 5 {
 		now := d.clock().UTC()
 		e, err := d.store.Get(ctx, TableDeliveries, pk, name)
 		if errors.Is(err, store.ErrNotFound) {
 			rec = deliveryRecord{NotificationID: n.ID, Channel: name, Kind: n.Kind, State: StateSending, Attempts: 1, ClaimedAt: now, UpdatedAt: now,
-				ClaimedBy: at.MessageID, ClaimDelivery: at.DeliveryCount}
+				ClaimedBy: at.MessageID, ClaimSequence: at.SequenceNumber, ClaimEnqueued: at.EnqueuedTime, ClaimDelivery: at.DeliveryCount}
 			ne, err := d.store.Insert(ctx, TableDeliveries, d.entity(pk, name, rec, ""))
 			if errors.Is(err, store.ErrExists) {
 				continue
@@ -460,6 +493,13 @@ func (d *Dispatcher) claim(ctx context.Context, n pipeline.Notification, pk, nam
 			return rec, "", true
 		case StateSending:
 			if now.Sub(rec.ClaimedAt) < d.lease && !rec.abandonedBy(at) {
+				if !waited && d.wait > 0 {
+					// Another delivery is sending: usually a copy of this
+					// message on another instance, done in milliseconds.
+					waited = true
+					d.awaitClaim(ctx, pk, name, e.ETag)
+					continue
+				}
 				cr.Status = DeliveryInProgress
 				cr.Err = Transient(fmt.Errorf("another delivery to %s is in progress since %s", name, rec.ClaimedAt.Format(time.RFC3339)))
 				return rec, "", true
@@ -468,7 +508,7 @@ func (d *Dispatcher) claim(ctx context.Context, n pipeline.Notification, pk, nam
 		}
 		rec.NotificationID, rec.Channel, rec.Kind = n.ID, name, n.Kind
 		rec.State, rec.ClaimedAt, rec.UpdatedAt = StateSending, now, now
-		rec.ClaimedBy, rec.ClaimDelivery = at.MessageID, at.DeliveryCount
+		rec.ClaimedBy, rec.ClaimSequence, rec.ClaimEnqueued, rec.ClaimDelivery = at.MessageID, at.SequenceNumber, at.EnqueuedTime, at.DeliveryCount
 		rec.Attempts++
 		ne, err := d.store.Update(ctx, TableDeliveries, d.entity(pk, name, rec, e.ETag))
 		if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
@@ -483,6 +523,30 @@ func (d *Dispatcher) claim(ctx context.Context, n pipeline.Notification, pk, nam
 	cr.Status = DeliveryInProgress
 	cr.Err = Transient(fmt.Errorf("delivery state of %s keeps changing", name))
 	return rec, "", true
+}
+
+// awaitClaim waits, at most d.wait on the real clock, until the
+// (notification, channel) row another delivery holds changes (its ETag
+// moves: sent, failed, or taken over) or disappears.
+func (d *Dispatcher) awaitClaim(ctx context.Context, pk, name, etag string) {
+	deadline := time.Now().Add(d.wait)
+	for delay := 10 * time.Millisecond; ; delay = min(2*delay, 200*time.Millisecond) {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return
+		}
+		t := time.NewTimer(min(delay, left))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		e, err := d.store.Get(ctx, TableDeliveries, pk, name)
+		if err != nil || e.ETag != etag {
+			return
+		}
+	}
 }
 
 func (d *Dispatcher) entity(pk, rk string, v any, etag string) store.Entity {

@@ -103,7 +103,7 @@ func (g *GraphMail) Send(ctx context.Context, n pipeline.Notification, r Rendere
 		Subject:           SanitizeSubject(r.Subject, SubjectMaxRunes+40),
 		HTMLBody:          strings.ToValidUTF8(r.HTML, "\uFFFD"),
 		TextBody:          stripControlText(r.Text),
-		To:                append([]string(nil), g.to...),
+		To:                recipientsOf(n, g.to),
 		CC:                append([]string(nil), g.cc...),
 		InternetMessageID: MessageID(n.ID),
 	}

@@ -90,7 +90,7 @@ func (o *Outbox) Send(ctx context.Context, n pipeline.Notification, r Rendered) 
 	if _, err := os.Stat(final); err == nil {
 		return nil // already delivered
 	}
-	msg, err := BuildMIME(o.from, o.to, r, MessageID(n.ID), messageDate(n))
+	msg, err := BuildMIME(o.from, recipientsOf(n, o.to), r, MessageID(n.ID), messageDate(n))
 	if err != nil {
 		return err
 	}

@@ -170,17 +170,22 @@ func (s *SMTP) Send(ctx context.Context, n pipeline.Notification, r Rendered) er
 	if err != nil {
 		return Permanent(err)
 	}
-	msg, err := BuildMIME(s.from, s.headerTo, r, MessageID(n.ID), messageDate(n))
+	headerTo, rcpts := s.headerTo, s.to
+	if len(n.Recipients) > 0 {
+		headerTo = recipientsOf(n, s.headerTo)
+		rcpts = headerTo
+	}
+	msg, err := BuildMIME(s.from, headerTo, r, MessageID(n.ID), messageDate(n))
 	if err != nil {
 		return err
 	}
-	if err := s.send(ctx, fromEnv, msg); err != nil {
+	if err := s.send(ctx, fromEnv, rcpts, msg); err != nil {
 		return classifySMTP(s.name, err)
 	}
 	return nil
 }
 
-func (s *SMTP) send(ctx context.Context, from string, msg []byte) error {
+func (s *SMTP) send(ctx context.Context, from string, rcpts []string, msg []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, 3*s.timeout)
 	defer cancel()
 	d := net.Dialer{Timeout: s.timeout}
@@ -237,7 +242,7 @@ func (s *SMTP) send(ctx context.Context, from string, msg []byte) error {
 	if err := c.Mail(from, nil); err != nil {
 		return fmt.Errorf("MAIL FROM: %w", err)
 	}
-	for _, rcpt := range s.to {
+	for _, rcpt := range rcpts {
 		if err := c.Rcpt(rcpt, nil); err != nil {
 			return fmt.Errorf("RCPT TO %s: %w", rcpt, err)
 		}

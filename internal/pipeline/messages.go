@@ -343,18 +343,22 @@ const (
 // Notification is the body of the "notifications" queue.
 type Notification struct {
 	// ID is deterministic and makes delivery idempotent per channel.
-	ID        string       `json:"id"`
-	Kind      string       `json:"kind"`
-	Channels  []string     `json:"channels,omitempty"`
-	Alert     *AlertInfo   `json:"alert,omitempty"`
-	Machine   *MachineInfo `json:"machine,omitempty"`
-	Decision  *Decision    `json:"decision,omitempty"`
-	Outcome   *Outcome     `json:"outcome,omitempty"`
-	Approval  *Approval    `json:"approval,omitempty"`
-	Hunt      *HuntDigest  `json:"hunt,omitempty"`
-	Text      string       `json:"text,omitempty"` // free text for breaker/system notices
-	GroupKey  string       `json:"groupKey,omitempty"`
-	CreatedAt time.Time    `json:"createdAt"`
+	ID       string   `json:"id"`
+	Kind     string   `json:"kind"`
+	Channels []string `json:"channels,omitempty"`
+	// Recipients, when set, replace the mail channels' configured
+	// recipients, and the notification goes to mail channels only (the
+	// policy's approvers receive the approval links, nobody else).
+	Recipients []string     `json:"recipients,omitempty"`
+	Alert      *AlertInfo   `json:"alert,omitempty"`
+	Machine    *MachineInfo `json:"machine,omitempty"`
+	Decision   *Decision    `json:"decision,omitempty"`
+	Outcome    *Outcome     `json:"outcome,omitempty"`
+	Approval   *Approval    `json:"approval,omitempty"`
+	Hunt       *HuntDigest  `json:"hunt,omitempty"`
+	Text       string       `json:"text,omitempty"` // free text for breaker/system notices
+	GroupKey   string       `json:"groupKey,omitempty"`
+	CreatedAt  time.Time    `json:"createdAt"`
 }
 
 // Approval carries the signed links for an isolation waiting for approval.
