@@ -88,7 +88,9 @@ func (f *Function) Handle(ctx context.Context, _ *wire.Invocation, msg wire.Serv
 	if err != nil {
 		return fn.Permanent(err)
 	}
-	if m.Alert != nil && isHuntAlertID(m.ID) {
+	if isHuntAlertID(m.ID) {
+		// A hunt alert is always the one the hunt recorded, whatever the
+		// message carries (or when it carries none).
 		var a mde.Alert
 		k := store.EscapeKey(m.ID)
 		_, err := store.GetJSON(ctx, f.Store, HuntAlertTable, k, k, &a)
