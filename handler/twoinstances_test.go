@@ -119,9 +119,12 @@ func twoInstancesTenant(now time.Time) (*sim.Tenant, *e2eExpect) {
 }
 
 // webhookReceiver counts the webhook deliveries per notification id,
-// checking each signature.
+// checking each signature. It answers after delay, as a real receiver
+// would (a send is not instantaneous: the other instance may meet it in
+// flight).
 type webhookReceiver struct {
 	secret []byte
+	delay  time.Duration
 	mu     sync.Mutex
 	got    map[string]int
 	bad    []string
@@ -130,6 +133,7 @@ type webhookReceiver struct {
 func (wr *webhookReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(r.Body)
 	id := r.Header.Get(notify.HeaderNotificationID)
+	time.Sleep(wr.delay)
 	wr.mu.Lock()
 	defer wr.mu.Unlock()
 	switch {
@@ -183,23 +187,30 @@ func startSecondInstance(ctx context.Context, st *stack, name string) (*instance
 	settings["MDEFLOW_LOCAL_QUEUE_URL"] = "http://" + addr
 	settings["MDEFLOW_LOCAL_MASTER_KEY"] = master
 	settings["MDEFLOW_PUBLIC_BASE_URL"] = "http://" + addr
+	// The handler's own output and the host's log, apart.
 	logPath := filepath.Join(st.Dir, "handler-"+name+".log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
-	h, err := localhost.New(localhost.Options{
-		AppRoot: appDir, Settings: settings, Addr: addr, MasterKey: master, FunctionKey: fnKey, DisableTimers: true,
-		Logger: slog.New(slog.NewJSONHandler(logFile, nil)), HandlerOutput: logFile,
-	})
+	hostLog, err := os.Create(filepath.Join(st.Dir, "host-"+name+".log"))
 	if err != nil {
 		logFile.Close()
+		return nil, err
+	}
+	closeLogs := func() { logFile.Close(); hostLog.Close() }
+	h, err := localhost.New(localhost.Options{
+		AppRoot: appDir, Settings: settings, Addr: addr, MasterKey: master, FunctionKey: fnKey, DisableTimers: true,
+		Logger: slog.New(slog.NewJSONHandler(hostLog, nil)), HandlerOutput: logFile,
+	})
+	if err != nil {
+		closeLogs()
 		return nil, err
 	}
 	var once sync.Once
 	var stopErr error
 	in := &instance{Name: name, Host: h, LogPath: logPath, Stop: func(ctx context.Context) error {
-		once.Do(func() { stopErr = h.Stop(ctx); logFile.Close() })
+		once.Do(func() { stopErr = h.Stop(ctx); closeLogs() })
 		return stopErr
 	}}
 	if err := h.Start(ctx); err != nil {
@@ -221,6 +232,17 @@ func startSecondInstance(ctx context.Context, st *stack, name string) (*instance
 // another instance while the first still works on it. Each instance then
 // runs the whole pipeline for its copy (isolation request, follow-up,
 // notification), against the same store.
+//
+// Each fact is checked from its own source: the simulator (isolate calls),
+// the shared tables (decisions, requests, audit, breaker, deliveries,
+// dead-letter log), the outbox folder, a webhook receiver in the test (the
+// outbox is idempotent by file name, a webhook is not), and both hosts
+// (queues, dead letters). Machine actions take 2 x 200 ms and the webhook
+// answers in 100 ms, so that one instance meets the other's isolation
+// already done and its notification send in flight: the two double sends
+// this test found (a second isolate call once the first had succeeded; a
+// copy's redelivery taking over the other instance's live delivery claim)
+// showed in 3-4 of 10 runs and in every run respectively.
 func TestTwoInstancesSameMessages(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test with two local hosts; skipped with -short")
@@ -261,7 +283,7 @@ func TestTwoInstancesSameMessages(t *testing.T) {
 
 	// The webhook receiver: an independent count of what was sent.
 	secret := randomKey()
-	wh := &webhookReceiver{secret: []byte(secret), got: map[string]int{}}
+	wh := &webhookReceiver{secret: []byte(secret), delay: 100 * time.Millisecond, got: map[string]int{}}
 	whSrv := httptest.NewServer(wh)
 	t.Cleanup(whSrv.Close)
 
@@ -294,7 +316,8 @@ func TestTwoInstancesSameMessages(t *testing.T) {
 	t.Cleanup(func() {
 		if t.Failed() {
 			st.keep = true
-			t.Logf("kept the run folder (outbox, handler-a log handler.log, handler-b log): %s; tables %s* on Azurite are dropped", st.Dir, prefix)
+			t.Logf("kept the run folder (outbox; instance a: handler.log, host.log; instance b: handler-b.log, host-b.log): %s; the tables %s* are dropped",
+				st.Dir, prefix)
 		}
 		st.Close()
 	})
@@ -398,8 +421,8 @@ func TestTwoInstancesSameMessages(t *testing.T) {
 			"an isolation is already pending in Defender; following it",
 			"resuming the isolation an earlier delivery started",
 			"request already accepted; re-scheduling the follow-up",
+			"another delivery of this request isolated the machine meanwhile; following its action",
 			"request already finished; re-sending its outcome",
-			"notification delivered",
 			"taking over an abandoned delivery claim",
 		} {
 			parts = append(parts, fmt.Sprintf("%q=%d", m, countLog(t, in.LogPath, m)))
