@@ -144,7 +144,12 @@ func (f *Function) expire(ctx context.Context, fl pipeline.ActionFollow) error {
 		onExpiry = st.Approval.OnExpiry
 	}
 	if onExpiry == "isolate" {
-		return Approve(ctx, f.Queue, st.Request, "expiry")
+		// Recorded first: IsolateMachine trusts only the stored approval.
+		st.Request.Approved, st.Request.Requestor = true, "approval expiry (onExpiry: isolate)"
+		if _, err := s.Save(ctx, &st, etag, false); err != nil {
+			return fmt.Errorf("recording the expiry approval of %s: %w", st.Request.RequestID, err)
+		}
+		return Approve(ctx, f.Queue, st.Request, st.Request.Requestor)
 	}
 	return s.Finish(ctx, f.Queue, &st, etag, pipeline.Outcome{Kind: pipeline.OutcomeExpired,
 		Reason: "no approver answered before the link expired; not isolated", At: now})

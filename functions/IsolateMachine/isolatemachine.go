@@ -91,6 +91,14 @@ func (f *Function) Handle(ctx context.Context, _ *wire.Invocation, msg wire.Serv
 }
 
 func validate(req pipeline.IsolationRequest) error {
+	// Request ids say where a request comes from; a message must not claim
+	// to be a manual request (no approval needed) or borrow another id.
+	switch {
+	case req.Manual && !strings.HasPrefix(req.RequestID, "manual-"):
+		return fmt.Errorf("request %q claims to be manual", req.RequestID)
+	case !req.Manual && req.RequestID != "iso-"+req.AlertID:
+		return fmt.Errorf("request id %q does not match alert %q", req.RequestID, req.AlertID)
+	}
 	if _, iso := req.Decision.Has(pipeline.ActionIsolate); iso {
 		return req.Validate()
 	}
@@ -118,9 +126,9 @@ func (f *Function) Process(ctx context.Context, req pipeline.IsolationRequest) e
 			return fmt.Errorf("recording request %s: %w", req.RequestID, err)
 		}
 	}
-	if req.Approved && st.State == StateApprovalPending {
-		st.Request.Approved = true
-	}
+	// Approval is read from the stored request only: the Approval function
+	// records it after checking the signed link (and FollowAction on an
+	// onExpiry: isolate), so a message cannot approve itself.
 	switch st.State {
 	case StateDone:
 		log.Info("request already finished; re-sending its outcome")

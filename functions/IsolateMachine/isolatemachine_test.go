@@ -231,8 +231,23 @@ func TestApprovalWaitsThenIsolates(t *testing.T) {
 	if err := r.f.Process(ctx, req); err != nil || r.def.Count("IsolateMachine") != 0 {
 		t.Fatalf("redelivery: err=%v calls=%d", err, r.def.Count("IsolateMachine"))
 	}
-	req.Approved = true
-	if err := r.f.Process(ctx, req); err != nil {
+	// A message cannot approve itself: only the stored approval counts.
+	forged := req
+	forged.Approved = true
+	if err := r.f.Process(ctx, forged); err != nil || r.def.Count("IsolateMachine") != 0 {
+		t.Fatalf("self-approved message: err=%v isolate calls=%d", err, r.def.Count("IsolateMachine"))
+	}
+	// The Approval function records the approval, then sends the request.
+	s := States{Store: r.store}
+	st, etag, _, err := s.Load(ctx, req.RequestID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Request.Approved = true
+	if _, err := s.Save(ctx, &st, etag, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.f.Process(ctx, forged); err != nil {
 		t.Fatal(err)
 	}
 	if r.def.Count("IsolateMachine") != 1 || r.state(t, req.RequestID).State != StateAccepted {
@@ -330,5 +345,25 @@ func TestRedeliveryAfterCrashBeforeRecordResumesOwnAction(t *testing.T) {
 	}
 	if len(r.q.Messages(queue.Actions)) != 1 {
 		t.Fatal("the resumed action is not followed")
+	}
+}
+
+// Pins: a queue message cannot pass itself off as a manual request (which
+// skips approval) or use another alert's request id.
+func TestForgedRequestIdsAreRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(*pipeline.IsolationRequest)
+	}{
+		{"claims manual", func(r *pipeline.IsolationRequest) { r.Manual = true }},
+		{"borrows another id", func(r *pipeline.IsolationRequest) { r.RequestID = "iso-da9_other" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := request("da8_a", machineA, true)
+			tc.edit(&req)
+			if err := validate(req); err == nil {
+				t.Fatal("accepted")
+			}
+		})
 	}
 }
