@@ -3,6 +3,7 @@ package isolatemachine
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"strings"
@@ -365,5 +366,41 @@ func TestForgedRequestIdsAreRefused(t *testing.T) {
 				t.Fatal("accepted")
 			}
 		})
+	}
+}
+
+// Pins (found by the two-instance test): the same request delivered to two
+// instances at once passes the per-machine lock on both (a redelivery must,
+// to resume); still only one isolate call may reach Defender.
+func TestSameRequestOnTwoInstancesIsolatesOnce(t *testing.T) {
+	r := newRig(t, 0)
+	// The first isolation completes before the other instance calls: a
+	// second isolate would then be accepted by Defender, not refused.
+	r.def.AutoSucceed = true
+	req := request("da9_a", machineB, false)
+	var wg sync.WaitGroup
+	errs := make(chan error, 6)
+	for i := 0; i < 6; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- r.f.Process(context.Background(), req)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil && !errors.Is(err, store.ErrConflict) {
+			t.Fatalf("process: %v", err)
+		}
+	}
+	accepted := 0
+	for _, a := range r.def.ActionsL {
+		if a.MachineID == machineB && a.Type == mde.ActionTypeIsolate {
+			accepted++
+		}
+	}
+	if accepted != 1 {
+		t.Fatalf("isolate actions created = %d (calls %d), want 1", accepted, r.def.Count("IsolateMachine"))
 	}
 }

@@ -26,6 +26,9 @@ type Defender struct {
 	// Fail makes the named operation return this error once per entry.
 	Fail map[string][]error
 	Now  func() time.Time
+	// AutoSucceed makes new machine actions final (Succeeded) at once, as
+	// if Defender had finished them between two calls.
+	AutoSucceed bool
 }
 
 // NewDefender returns an empty fake.
@@ -131,7 +134,11 @@ func (d *Defender) newAction(typ, machineID, comment string) (*mde.MachineAction
 		}
 	}
 	now := d.Now().UTC()
-	a := mde.MachineAction{ID: uuid.NewString(), Type: typ, Status: mde.ActionPending, MachineID: machineID,
+	status := mde.ActionPending
+	if d.AutoSucceed {
+		status = mde.ActionSucceeded
+	}
+	a := mde.MachineAction{ID: uuid.NewString(), Type: typ, Status: status, MachineID: machineID,
 		RequestorComment: comment, CreationDateTimeUtc: &now, LastUpdateDateTimeUtc: &now}
 	d.ActionsL = append(d.ActionsL, a)
 	return &a, nil

@@ -500,3 +500,35 @@ func TestRedeliveryTakesOverClaimLeftByCrash(t *testing.T) {
 		t.Fatalf("sent %d times, want once", len(email.sent()))
 	}
 }
+
+// Pins (found by the two-instance test): two copies of one notification
+// delivered to two instances at once, while the first send is still
+// running, reach the channel once; the second waits and reports it sent.
+func TestConcurrentCopiesSendOnce(t *testing.T) {
+	t.Parallel()
+	clock := &testClock{now: fixedDate}
+	release := make(chan struct{})
+	started := make(chan struct{}, 2)
+	hook := &recordingChannel{name: "webhook", hook: func() { started <- struct{}{}; <-release }}
+	d := newTestDispatcher(t, store.NewMemory(), clock, 0, hook)
+	n := loadNotification(t, "alert_notification.json")
+	n.Channels, n.Decision.Channels, n.GroupKey = nil, nil, ""
+	errs := make(chan error, 2)
+	for i := int64(1); i <= 2; i++ {
+		ctx := WithAttempt(context.Background(), Attempt{MessageID: n.ID, SequenceNumber: i, DeliveryCount: 1})
+		go func() { _, err := d.Deliver(ctx, n); errs <- err }()
+		if i == 1 {
+			<-started // the first send is under way
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // the second copy finds the claim
+	close(release)
+	for i := 0; i < 2; i++ {
+		if err := <-errs; err != nil {
+			t.Fatalf("deliver: %v", err)
+		}
+	}
+	if got := hook.calls(); got != 1 {
+		t.Fatalf("channel called %d times, want 1", got)
+	}
+}
