@@ -271,10 +271,12 @@ func cmdHunts(args []string, getenv func(string) string, stdout io.Writer) error
 // queue with a new message id (the original id stays dropped as duplicate).
 func cmdDeadLetters(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	if len(args) == 0 || (args[0] != "list" && args[0] != "resubmit") {
-		return usageError{"deadletters list | resubmit [--id MESSAGEID]"}
+		return usageError{"deadletters list | resubmit [--id MESSAGEID] | resubmit --queue Q --seq N"}
 	}
 	fs := flag.NewFlagSet("deadletters", flag.ContinueOnError)
-	id := fs.String("id", "", "only this message id")
+	id := fs.String("id", "", "only this message id (mdeflow's dead-letter log)")
+	qname := fs.String("queue", "", "with --seq: the queue whose broker dead-letter queue holds the message")
+	seq := fs.Int64("seq", 0, "with --queue: the sequence number of the broker dead letter to send back")
 	if err := fs.Parse(args[1:]); err != nil {
 		return flagError(err)
 	}
@@ -298,11 +300,40 @@ func cmdDeadLetters(ctx context.Context, args []string, getenv func(string) stri
 			dls = append(dls, d)
 		}
 	}
+	broker, _ := app.Queue.(queue.DeadLetterQueue)
 	if args[0] == "list" {
+		fmt.Fprintln(stdout, "mdeflow dead-letter log (permanent errors):")
 		for _, d := range dls {
 			fmt.Fprint(stdout, deadLetterLine(d))
 		}
 		fmt.Fprintf(stdout, "%d dead letter(s)\n", len(dls))
+		if broker == nil {
+			return nil
+		}
+		fmt.Fprintln(stdout, "broker dead-letter queues (deliveries exhausted):")
+		total := 0
+		for _, q := range []string{queue.Alerts, queue.Isolations, queue.Actions, queue.Notifications} {
+			bl, err := broker.ListDeadLetters(ctx, q, 100)
+			if err != nil {
+				return err
+			}
+			for _, d := range bl {
+				fmt.Fprintf(stdout, "%s  %-13s seq=%-6d %-40s %s: %s\n", d.EnqueuedTime.Format(time.RFC3339), q, d.SequenceNumber,
+					termSafe(d.MessageID, 128), termSafe(d.Reason, 60), oneLine(d.Description))
+			}
+			total += len(bl)
+		}
+		fmt.Fprintf(stdout, "%d broker dead letter(s); send one back with: deadletters resubmit --queue Q --seq N\n", total)
+		return nil
+	}
+	if *qname != "" || *seq != 0 {
+		if broker == nil || *qname == "" || *seq <= 0 {
+			return usageError{"resubmit --queue Q --seq N needs both, and a queue backend with a dead-letter queue"}
+		}
+		if err := broker.ResubmitDeadLetter(ctx, *qname, *seq); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "dead letter %d sent back to %s\n", *seq, *qname)
 		return nil
 	}
 	n := 0

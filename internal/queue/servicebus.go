@@ -161,6 +161,7 @@ func (a sdkSender) Close(ctx context.Context) error { return a.s.Close(ctx) }
 // ServiceBusSender sends to Service Bus queues with azservicebus. It keeps
 // one AMQP sender per queue, opened on first use. Safe for concurrent use.
 type ServiceBusSender struct {
+	client      *azservicebus.Client // nil in unit tests with fake senders
 	newSender   func(queue string) (messageSender, error)
 	closeClient func(ctx context.Context) error
 
@@ -198,13 +199,15 @@ func NewServiceBusSender(cfg ServiceBusConfig) (*ServiceBusSender, error) {
 	default:
 		return nil, errors.New("creating service bus client: set a connection string or a fully qualified namespace")
 	}
-	return newServiceBusSender(func(queue string) (messageSender, error) {
+	sb := newServiceBusSender(func(queue string) (messageSender, error) {
 		s, err := client.NewSender(queue, nil)
 		if err != nil {
 			return nil, err
 		}
 		return sdkSender{s}, nil
-	}, client.Close), nil
+	}, client.Close)
+	sb.client = client
+	return sb, nil
 }
 
 func newServiceBusSender(newSender func(string) (messageSender, error), closeClient func(context.Context) error) *ServiceBusSender {
