@@ -82,6 +82,8 @@ type Settings struct {
 	SMTPHost          string
 	SMTPPort          int
 	SMTPUser, SMTPPwd string
+	SMTPSecurity      string
+	SMTPAuth          string
 	TeamsURL          string
 	WebhookURL        string
 	WebhookSecret     string
@@ -137,6 +139,8 @@ func loadSettings(getenv func(string) string) (*Settings, error) {
 		SMTPHost:          e.Raw("MDEFLOW_SMTP_HOST"),
 		SMTPPort:          e.Int(p, "MDEFLOW_SMTP_PORT"),
 		SMTPUser:          e.Raw("MDEFLOW_SMTP_USERNAME"),
+		SMTPSecurity:      e.OneOf(p, "MDEFLOW_SMTP_SECURITY", "starttls", "tls"),
+		SMTPAuth:          e.OneOf(p, "MDEFLOW_SMTP_AUTH", "plain", "login"),
 		SMTPPwd:           e.Raw("MDEFLOW_SMTP_PASSWORD"),
 		TeamsURL:          e.URL(p, "MDEFLOW_TEAMS_WEBHOOK_URL", false),
 		WebhookURL:        e.URL(p, "MDEFLOW_WEBHOOK_URL", true),
@@ -527,7 +531,8 @@ func buildChannels(s *Settings, g *graph.Client, appRoot string) (map[string]not
 			ch, err := notify.NewOutbox(notify.OutboxConfig{Dir: resolve(appRoot, s.OutboxDir), From: s.MailFrom, To: s.MailTo})
 			add(c, ch, err)
 		case "smtp":
-			ch, err := notify.NewSMTP(notify.SMTPConfig{Host: s.SMTPHost, Port: s.SMTPPort, Username: s.SMTPUser, Password: s.SMTPPwd, From: s.MailFrom, To: s.MailTo})
+			ch, err := notify.NewSMTP(notify.SMTPConfig{Host: s.SMTPHost, Port: s.SMTPPort, Username: s.SMTPUser, Password: s.SMTPPwd,
+				From: s.MailFrom, To: s.MailTo, Security: s.SMTPSecurity, Auth: s.SMTPAuth})
 			add(c, ch, err)
 		case "graphmail":
 			ch, err := notify.NewGraphMail(notify.GraphMailConfig{Name: c, Sender: graphMailSender{g}, Mailbox: s.MailFrom, To: s.MailTo})
