@@ -92,6 +92,8 @@ type Settings struct {
 	InvocationTimeout time.Duration
 	ServiceBusConn    string
 	ServiceBusFQNS    string
+
+	getenv func(string) string
 }
 
 // loadSettings reads and validates every setting, reporting all problems.
@@ -151,6 +153,7 @@ func loadSettings(getenv func(string) string) (*Settings, error) {
 		ServiceBusConn:    e.Raw("ServiceBusConnection"),
 		ServiceBusFQNS:    e.Raw("ServiceBusConnection__fullyQualifiedNamespace"),
 	}
+	s.getenv = e.Raw
 	s.Credential = auth.CredentialConfig{
 		Kind:                e.OneOf(p, "MDEFLOW_CREDENTIAL", "secret", "certificate", "managedidentity", "workloadidentity", "default"),
 		TenantID:            e.Raw("AZURE_TENANT_ID"),
@@ -312,9 +315,12 @@ func buildApp(ctx context.Context, s *Settings, log *slog.Logger, appRoot string
 	case "local":
 		a.Queue = queue.NewLocalSender(s.LocalQueueURL, s.LocalMasterKey, &http.Client{Timeout: 30 * time.Second})
 	default:
-		sbc := queue.ServiceBusConfig{ConnectionString: s.ServiceBusConn, FullyQualifiedNamespace: s.ServiceBusFQNS}
-		if s.ServiceBusConn == "" {
-			sbc.Credential = cred
+		// The same settings the trigger bindings read: a connection string,
+		// or ServiceBusConnection__fullyQualifiedNamespace with the
+		// binding's __credential / __clientId (managed identity by default).
+		sbc, err := queue.ServiceBusConfigFromSettings(s.getenv, "ServiceBusConnection")
+		if err != nil {
+			return nil, err
 		}
 		sb, err := queue.NewServiceBusSender(sbc)
 		if err != nil {
