@@ -11,8 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/robfig/cron/v3"
 )
 
 // Setting describes one app setting.
@@ -215,22 +213,4 @@ func (e Env) List(name string) []string {
 		}
 	}
 	return out
-}
-
-// NCRONTAB validates a 6-field schedule (seconds first), as the Functions
-// timer trigger expects.
-func (e Env) NCRONTAB(p *Problems, name string) string {
-	v := e.Str(name)
-	if _, err := ParseNCRONTAB(v); err != nil {
-		p.Add(name, "%s is not a 6-field NCRONTAB schedule: %v", shown(name, v), err)
-	}
-	return v
-}
-
-// ParseNCRONTAB parses a 6-field NCRONTAB expression with robfig/cron.
-func ParseNCRONTAB(expr string) (cron.Schedule, error) {
-	if n := len(strings.Fields(expr)); n != 6 {
-		return nil, fmt.Errorf("has %d fields, want 6 ({second} {minute} {hour} {day} {month} {day-of-week})", n)
-	}
-	return cron.NewParser(cron.Second | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow).Parse(expr)
 }
