@@ -54,22 +54,6 @@ func IsFinalActionStatus(s string) bool {
 	return false
 }
 
-// SeverityRank orders severities so that policies can say "at least Medium".
-// Unknown values rank as UnSpecified.
-func SeverityRank(s string) int {
-	switch s {
-	case SeverityInformational:
-		return 1
-	case SeverityLow:
-		return 2
-	case SeverityMedium:
-		return 3
-	case SeverityHigh:
-		return 4
-	}
-	return 0
-}
-
 // Alert is the MDE alert entity (GET /api/alerts, alerts.md).
 type Alert struct {
 	ID                 string          `json:"id"`
