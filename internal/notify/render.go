@@ -605,17 +605,8 @@ func isLoopbackHost(h string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// PortalAlertURL returns the Defender portal link of an alert, validating the
-// id first. base "" means the commercial portal.
-func PortalAlertURL(base, alertID string) (string, error) {
-	return portalURL(base, "alerts", alertID, mde.ValidateAlertID)
-}
-
-// PortalMachineURL returns the Defender portal link of a machine.
-func PortalMachineURL(base, machineID string) (string, error) {
-	return portalURL(base, "machines", machineID, mde.ValidateMachineID)
-}
-
+// portalURL is the Defender portal link of an alert or a machine, its id
+// validated first; base "" means the commercial portal.
 func portalURL(base, segment, id string, validate func(string) error) (string, error) {
 	if base == "" {
 		base = DefaultPortalBaseURL
