@@ -33,16 +33,6 @@ type Querier interface {
 	Run(ctx context.Context, query string, period time.Duration) (json.RawMessage, error)
 }
 
-// QuerierFunc adapts a function to Querier.
-type QuerierFunc func(ctx context.Context, query string, period time.Duration) (json.RawMessage, error)
-
-// Run implements Querier.
-func (f QuerierFunc) Run(ctx context.Context, query string, period time.Duration) (json.RawMessage, error) {
-	return f(ctx, query, period)
-}
-
-var _ Querier = QuerierFunc(nil)
-
 // Limiter paces hunting calls; *rate.Limiter implements it.
 type Limiter interface {
 	Wait(ctx context.Context) error
