@@ -479,15 +479,6 @@ func (h *Host) DeadLetter(queueName string, m Message, reason, description strin
 	return seq, nil
 }
 
-// Resubmit moves the dead-lettered message with sequence number seq back to
-// its queue as a new message.
-func (h *Host) Resubmit(queueName string, seq int64) error {
-	if err := h.broker.resubmit(queueName, seq); err != nil {
-		return fmt.Errorf("resubmitting %s/%d: %w", queueName, seq, err)
-	}
-	return nil
-}
-
 // KillHandler kills the handler process with SIGKILL, as a crash would; the
 // host restarts it (a kill is a non-zero exit).
 func (h *Host) KillHandler() error { return h.sup.killCurrent() }
