@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/mdeflow/mdeflow/internal/fn"
@@ -72,7 +71,7 @@ const HuntAlertTable = "huntalerts"
 // RecordHuntAlert records a hunt-raised alert; ScheduledHunt calls it
 // before sending the alert's message.
 func RecordHuntAlert(ctx context.Context, b store.Backend, a *mde.Alert) error {
-	if a == nil || !isHuntAlertID(a.ID) {
+	if a == nil || !pipeline.IsHuntAlertID(a.ID) {
 		return errors.New("recording hunt alert: not a hunt alert id")
 	}
 	k := store.EscapeKey(a.ID)
@@ -88,7 +87,7 @@ func (f *Function) Handle(ctx context.Context, _ *wire.Invocation, msg wire.Serv
 	if err != nil {
 		return fn.Permanent(err)
 	}
-	if isHuntAlertID(m.ID) {
+	if pipeline.IsHuntAlertID(m.ID) {
 		// A hunt alert is always the one the hunt recorded, whatever the
 		// message carries (or when it carries none).
 		var a mde.Alert
@@ -120,7 +119,7 @@ func (f *Function) Process(ctx context.Context, m pipeline.AlertMessage) error {
 	}
 
 	alert := m.Alert
-	if alert != nil && !isHuntAlertID(m.ID) {
+	if alert != nil && !pipeline.IsHuntAlertID(m.ID) {
 		// Only hunts raise alerts that Defender does not know. A real
 		// alert is always read from Defender: a forwarded message must not
 		// be able to rewrite its severity or its machine.
@@ -272,12 +271,6 @@ func Comment(d pipeline.Decision, a *pipeline.AlertInfo) string {
 	}
 	return c
 }
-
-// huntAlertPrefix starts the ids of the synthetic alerts hunts raise
-// (hunt.HuntAlertID); no Defender alert id has it.
-const huntAlertPrefix = "hunt-"
-
-func isHuntAlertID(id string) bool { return strings.HasPrefix(id, huntAlertPrefix) }
 
 func actionTypes(d pipeline.Decision) []string {
 	out := make([]string, 0, len(d.Actions))

@@ -435,10 +435,6 @@ func LatestIsolation(acts []mde.MachineAction) *mde.MachineAction {
 	return latest
 }
 
-// IsSyntheticAlert reports whether an alert id was made by a hunt (it does
-// not exist in Defender, so it cannot be updated there).
-func IsSyntheticAlert(id string) bool { return strings.HasPrefix(id, "hunt-") }
-
 func (f *Function) pendingIsolation(ctx context.Context, machineID string) (*mde.MachineAction, error) {
 	acts, err := f.Defender.ListMachineActions(ctx, &mde.ListMachineActionsOptions{MachineID: machineID, Type: mde.ActionTypeIsolate, Top: 20})
 	if err != nil {
@@ -511,7 +507,7 @@ func (f *Function) otherActions(ctx context.Context, st *RequestState, m *mde.Ma
 		if a.Type == pipeline.ActionIsolate || a.Type == pipeline.ActionNotify {
 			continue
 		}
-		if a.Type == pipeline.ActionUpdateAlert && IsSyntheticAlert(r.AlertID) {
+		if a.Type == pipeline.ActionUpdateAlert && pipeline.IsHuntAlertID(r.AlertID) {
 			continue // hunt-raised alerts do not exist in Defender
 		}
 		if dryRun || a.DryRun {

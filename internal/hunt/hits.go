@@ -156,7 +156,7 @@ type SkippedRow struct {
 // three. A redelivered or repeated run of the same slot gives the same id.
 func HuntAlertID(huntID, machineID string, slot time.Time) string {
 	sum := sha256.Sum256([]byte(huntID + "\x00" + strings.ToLower(machineID) + "\x00" + slot.UTC().Format(time.RFC3339Nano)))
-	return "hunt-" + hex.EncodeToString(sum[:12])
+	return pipeline.HuntAlertPrefix + hex.EncodeToString(sum[:12])
 }
 
 // DeviceAlerts turns the new rows of a run into one synthetic alert per

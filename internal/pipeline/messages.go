@@ -24,9 +24,18 @@ type AlertMessage struct {
 	// (empty means forwarded by an external flow).
 	Source string `json:"source,omitempty"`
 	// Alert carries a synthetic alert (raised by a hunt) that does not exist
-	// in the Defender API; EnrichAlert uses it instead of fetching.
+	// in the Defender API. EnrichAlert does not trust it: it uses the copy
+	// the hunt recorded in the store, and ignores it on any other alert.
 	Alert *mde.Alert `json:"alert,omitempty"`
 }
+
+// HuntAlertPrefix starts the ids of the synthetic alerts hunts raise
+// (hunt.HuntAlertID); no Defender alert id has it.
+const HuntAlertPrefix = "hunt-"
+
+// IsHuntAlertID reports whether id names a hunt-raised alert, which does
+// not exist in Defender.
+func IsHuntAlertID(id string) bool { return strings.HasPrefix(id, HuntAlertPrefix) }
 
 // ParseAlertMessage decodes and validates an alerts-queue body. Unknown
 // fields are tolerated (flows add their own); a bad id is an error.
