@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"regexp"
 	"strings"
 	"time"
 
@@ -53,8 +52,6 @@ type Body struct {
 	IdempotencyKey string `json:"idempotencyKey"`
 }
 
-var hostNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.\-_]{0,252}$`)
-
 // Resolve finds the one machine a path parameter names, or answers an HTTP
 // status with a message.
 func Resolve(ctx context.Context, m Machines, ref string) (*mde.Machine, int, string) {
@@ -70,7 +67,8 @@ func Resolve(ctx context.Context, m Machines, ref string) (*mde.Machine, int, st
 			return nil, http.StatusBadGateway, "Defender did not answer; retry later"
 		}
 	}
-	if !hostNameRe.MatchString(ref) {
+	// The name must be one Defender's search (FindMachineByName) takes.
+	if mde.ValidateMachineName(ref) != nil {
 		return nil, http.StatusBadRequest, "machine must be a 40-character device id or a host name"
 	}
 	mc, err := m.FindMachineByName(ctx, ref)
