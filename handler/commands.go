@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/mdeflow/mdeflow/internal/auth"
 	"github.com/mdeflow/mdeflow/internal/config"
@@ -24,6 +23,7 @@ import (
 	"github.com/mdeflow/mdeflow/internal/queue"
 	"github.com/mdeflow/mdeflow/internal/sim"
 	"github.com/mdeflow/mdeflow/internal/store"
+	"github.com/mdeflow/mdeflow/internal/termsafe"
 )
 
 // cmdLocalhost runs the local Functions host on an app folder, like
@@ -319,7 +319,7 @@ func cmdDeadLetters(ctx context.Context, args []string, getenv func(string) stri
 			}
 			for _, d := range bl {
 				fmt.Fprintf(stdout, "%s  %-13s seq=%-6d %-40s %s: %s\n", d.EnqueuedTime.Format(time.RFC3339), q, d.SequenceNumber,
-					termSafe(d.MessageID, 128), termSafe(d.Reason, 60), oneLine(d.Description))
+					termsafe.String(d.MessageID, 128), termsafe.String(d.Reason, 60), oneLine(d.Description))
 			}
 			total += len(bl)
 		}
@@ -362,36 +362,12 @@ func deadLetterLine(d store.DeadLetter) string {
 	if !d.Pending() {
 		state = " (resubmitted)"
 	}
-	return fmt.Sprintf("%s  %-13s %-40s %s: %s%s\n", d.At.Format(time.RFC3339), termSafe(d.Queue, 40), termSafe(d.MessageID, 128),
-		termSafe(d.Function, 40), oneLine(d.Error), state)
+	return fmt.Sprintf("%s  %-13s %-40s %s: %s%s\n", d.At.Format(time.RFC3339), termsafe.String(d.Queue, 40), termsafe.String(d.MessageID, 128),
+		termsafe.String(d.Function, 40), oneLine(d.Error), state)
 }
 
-func oneLine(s string) string { return termSafe(s, 160) }
-
-// termSafe makes text safe to print on a terminal, on one line: line breaks
-// and tabs become spaces; every other control character (C0, DEL, and C1,
-// which includes the 8-bit CSI U+009B) and Unicode format characters (bidi
-// overrides, zero-width) are dropped; invalid UTF-8 becomes U+FFFD. At
-// most max runes are kept (0: no limit).
-func termSafe(s string, max int) string {
-	var b strings.Builder
-	n := 0
-	for _, r := range strings.ToValidUTF8(s, "\uFFFD") {
-		switch {
-		case r == '\n' || r == '\r' || r == '\t':
-			r = ' '
-		case unicode.IsControl(r) || unicode.Is(unicode.Cf, r):
-			continue
-		}
-		if max > 0 && n == max {
-			b.WriteString("…")
-			break
-		}
-		b.WriteRune(r)
-		n++
-	}
-	return b.String()
-}
+// oneLine is an error or description, terminal-safe and capped.
+func oneLine(s string) string { return termsafe.String(s, 160) }
 
 // cmdSettings prints every setting as a README table or as
 // local.settings.json.example.

@@ -18,6 +18,7 @@ import (
 	"github.com/mdeflow/mdeflow/internal/pipeline"
 	"github.com/mdeflow/mdeflow/internal/sim"
 	"github.com/mdeflow/mdeflow/internal/store"
+	"github.com/mdeflow/mdeflow/internal/termsafe"
 )
 
 // demoOptions are the flags of the demo command.
@@ -41,10 +42,10 @@ type demoOptions struct {
 type demoResult struct {
 	Alerts, Isolated, Skipped, Notified, DeadLettered int
 	// PendingApproval are isolations waiting for an approver.
-	PendingApproval int
-	IsolateCalls, AcceptedCalls                       int
-	Outcomes                                          []outcomeLine
-	Dir                                               string
+	PendingApproval             int
+	IsolateCalls, AcceptedCalls int
+	Outcomes                    []outcomeLine
+	Dir                         string
 }
 
 type outcomeLine struct{ Alert, Machine, Title, Rule, Outcome string }
@@ -224,7 +225,7 @@ func printOutcomes(w io.Writer, res demoResult) {
 	fmt.Fprintln(w, "decisions:")
 	for _, l := range res.Outcomes {
 		// Titles and outcome reasons come from the (replayed) alerts.
-		fmt.Fprintf(w, "  %-34s %-12s %-62s -> %s\n", termSafe(l.Alert, 130), termSafe(l.Rule, 64), termSafe(l.Title, 60), termSafe(l.Outcome, 0))
+		fmt.Fprintf(w, "  %-34s %-12s %-62s -> %s\n", termsafe.String(l.Alert, 130), termsafe.String(l.Rule, 64), termsafe.String(l.Title, 60), termsafe.String(l.Outcome, 0))
 	}
 	fmt.Fprintf(w, "isolate calls to Defender: %d (accepted %d)\n", res.IsolateCalls, res.AcceptedCalls)
 	if res.PendingApproval > 0 {

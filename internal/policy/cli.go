@@ -10,10 +10,10 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/mdeflow/mdeflow/internal/mde"
 	"github.com/mdeflow/mdeflow/internal/pipeline"
+	"github.com/mdeflow/mdeflow/internal/termsafe"
 )
 
 // maxInputBytes bounds an alert or machine file read by RunTest.
@@ -306,25 +306,9 @@ func (p *printer) field(label, value string) {
 	p.printf("  %-9s %s\n", label+":", termSafe(value))
 }
 
-// termSafe makes alert-derived text safe to print on a terminal: line
-// breaks and tabs become spaces; other control characters (escape
-// sequences, C1 controls) and Unicode format characters (bidi overrides,
-// zero-width) are dropped; invalid UTF-8 becomes U+FFFD.
-func termSafe(s string) string {
-	s = strings.ToValidUTF8(s, "\uFFFD")
-	var b strings.Builder
-	b.Grow(len(s))
-	for _, r := range s {
-		switch {
-		case r == '\n' || r == '\r' || r == '\t':
-			b.WriteByte(' ')
-		case unicode.IsControl(r) || unicode.Is(unicode.Cf, r):
-		default:
-			b.WriteRune(r)
-		}
-	}
-	return b.String()
-}
+// termSafe makes alert-derived text safe to print on a terminal (see
+// termsafe.String).
+func termSafe(s string) string { return termsafe.String(s, 0) }
 
 func orNone(s string) string {
 	if s == "" {
