@@ -149,13 +149,15 @@ func cmdCheck(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	fmt.Fprintln(stdout, "settings: ok")
 	var problems []error
+	pol := mpolicy.Default()
+	var polErr error
 	if s.PolicyFile != "" {
-		p, err := mpolicy.Load(s.PolicyFile)
-		if err != nil {
-			problems = append(problems, err)
-			fmt.Fprintf(stdout, "policy %s: PROBLEMS\n%v\n", s.PolicyFile, err)
+		pol, polErr = mpolicy.Load(s.PolicyFile)
+		if polErr != nil {
+			problems = append(problems, polErr)
+			fmt.Fprintf(stdout, "policy %s: PROBLEMS\n%v\n", s.PolicyFile, polErr)
 		} else {
-			fmt.Fprintf(stdout, "policy %s: ok (version %s, %d rules)\n", s.PolicyFile, p.Version, len(p.Rules))
+			fmt.Fprintf(stdout, "policy %s: ok (version %s, %d rules)\n", s.PolicyFile, pol.Version, len(pol.Rules))
 		}
 	} else {
 		fmt.Fprintln(stdout, "policy: built-in default (High -> isolate Full + notify; else notify; tag protected never isolated)")
@@ -174,11 +176,8 @@ func cmdCheck(ctx context.Context, args []string, getenv func(string) string, st
 		if err != nil {
 			return err
 		}
-		pol := mpolicy.Default()
-		if s.PolicyFile != "" {
-			if pol, err = mpolicy.Load(s.PolicyFile); err != nil {
-				return err
-			}
+		if polErr != nil {
+			return polErr
 		}
 		feats := featuresOf(s, pol)
 		if err := auth.Check(ctx, cred, auth.Scopes{MDE: prof.MDEScope, Graph: prof.GraphScope}, feats, stdout); err != nil {
