@@ -67,8 +67,9 @@ commands:
   policy test --alert FILE [--machine FILE] [--policy FILE]
                         show which rule fires and what would happen; calls nothing
   hunts check DIR       report which hunt files can run, and why not
-  deadletters list | resubmit [--id ID]
-                        list dead-lettered messages, or send them back
+  deadletters list | resubmit [--id ID] | resubmit --queue Q --seq N
+                        list dead-lettered messages (mdeflow's log and the broker's
+                        dead-letter queues), or send them back
   settings [--markdown | --example]
                         print every setting (README table / local.settings.json.example)
 `
