@@ -298,9 +298,7 @@ func (f *Function) accepted(ctx context.Context, s States, st *RequestState, eta
 		// request's own (ownIsolation) and resumes.
 		return fmt.Errorf("recording accepted isolation %s: %w", action.ID, err)
 	}
-	if err := s.Audit(ctx, AuditEntry{At: now, RequestID: req.RequestID, AlertID: req.AlertID, MachineID: req.MachineID,
-		Action: pipeline.ActionIsolate, PolicyVersion: req.Decision.PolicyVersion, RuleID: req.Decision.RuleID,
-		Outcome: *st.Outcome, Manual: req.Manual, Requestor: req.Requestor}); err != nil {
+	if err := s.auditIsolation(ctx, req, *st.Outcome); err != nil {
 		return err
 	}
 	return f.follow(ctx, st)
@@ -461,8 +459,7 @@ func (f *Function) requestApproval(ctx context.Context, s States, st *RequestSta
 	if _, err := s.Save(ctx, st, etag, false); err != nil {
 		return fmt.Errorf("recording approval request %s: %w", st.Request.RequestID, err)
 	}
-	if err := s.Audit(ctx, AuditEntry{At: now, RequestID: st.Request.RequestID, AlertID: st.Request.AlertID, MachineID: st.Request.MachineID,
-		Action: pipeline.ActionIsolate, PolicyVersion: st.Request.Decision.PolicyVersion, RuleID: st.Request.Decision.RuleID, Outcome: *st.Outcome}); err != nil {
+	if err := s.auditIsolation(ctx, st.Request, *st.Outcome); err != nil {
 		return err
 	}
 	if err := ScheduleFollow(ctx, f.Queue, pipeline.ActionFollow{Kind: pipeline.FollowApprovalExpiry, MachineID: st.Request.MachineID,

@@ -117,6 +117,13 @@ func (s States) Audit(ctx context.Context, e AuditEntry) error {
 	return err
 }
 
+// auditIsolation records an outcome of the request's isolation.
+func (s States) auditIsolation(ctx context.Context, r pipeline.IsolationRequest, out pipeline.Outcome) error {
+	return s.Audit(ctx, AuditEntry{At: out.At, RequestID: r.RequestID, AlertID: r.AlertID, MachineID: r.MachineID,
+		Action: pipeline.ActionIsolate, PolicyVersion: r.Decision.PolicyVersion, RuleID: r.Decision.RuleID,
+		Outcome: out, Manual: r.Manual, Requestor: r.Requestor})
+}
+
 // Lock claims a machine's isolation for a request: true when the request
 // holds it (won now, or on an earlier delivery), else the holder's id.
 func (s States) Lock(ctx context.Context, machineID, requestID string) (bool, string, error) {
@@ -197,11 +204,8 @@ func (s States) Finish(ctx context.Context, q queue.Sender, st *RequestState, et
 	if _, err := s.Save(ctx, st, etag, false); err != nil {
 		return fmt.Errorf("recording outcome of %s: %w", st.Request.RequestID, err)
 	}
-	r := st.Request
-	if err := s.Audit(ctx, AuditEntry{At: out.At, RequestID: r.RequestID, AlertID: r.AlertID, MachineID: r.MachineID,
-		Action: pipeline.ActionIsolate, PolicyVersion: r.Decision.PolicyVersion, RuleID: r.Decision.RuleID,
-		Outcome: out, Manual: r.Manual, Requestor: r.Requestor}); err != nil {
-		return fmt.Errorf("auditing %s: %w", r.RequestID, err)
+	if err := s.auditIsolation(ctx, st.Request, out); err != nil {
+		return fmt.Errorf("auditing %s: %w", st.Request.RequestID, err)
 	}
 	return NotifyOutcome(ctx, q, st)
 }
