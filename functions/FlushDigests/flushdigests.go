@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/mdeflow/mdeflow/internal/fn"
 	"github.com/mdeflow/mdeflow/internal/notify"
 	"github.com/mdeflow/mdeflow/internal/wire"
 )
@@ -44,7 +45,7 @@ func (f *Function) Invoke(ctx context.Context, inv *wire.Invocation) (wire.Resul
 		return wire.Result{}, fmt.Errorf("flushing notification digests: %w", err)
 	}
 	if len(reps) > 0 {
-		f.Logger.Info("notification digests sent", "count", len(reps))
+		f.Logger.Info("notification digests sent", fn.KeyCount, len(reps))
 	}
 	return wire.Result{}, nil
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/mdeflow/mdeflow/internal/fn"
 	"github.com/mdeflow/mdeflow/internal/hunt"
 	"github.com/mdeflow/mdeflow/internal/wire"
 )
@@ -58,7 +59,7 @@ func (f *Function) Invoke(ctx context.Context, inv *wire.Invocation) (wire.Resul
 	case errors.Is(err, hunt.ErrNotRunnable):
 		return wire.JSONHTTPResponse("res", http.StatusUnprocessableEntity, reply{HuntID: id, Error: err.Error()}), nil
 	case err != nil:
-		f.Logger.Warn("on-demand hunt failed", "hunt_id", id, "reason", err.Error())
+		f.Logger.Warn("on-demand hunt failed", fn.KeyHuntID, id, fn.KeyReason, err.Error())
 		return wire.JSONHTTPResponse("res", http.StatusBadGateway, reply{HuntID: id, Error: "the hunting API failed; see the logs"}), nil
 	}
 	if err := f.Publisher.Publish(ctx, r); err != nil {

@@ -23,25 +23,26 @@ import (
 
 // Log attribute keys (house style: constants, not ad-hoc strings).
 const (
-	KeyAlertID    = "alert_id"
-	KeyMachineID  = "machine_id"
-	KeyRequestID  = "request_id"
-	KeyActionID   = "action_id"
-	KeyDecision   = "decision"
-	KeyOutcome    = "outcome"
-	KeyDryRun     = "dry_run"
-	KeyRule       = "rule"
-	KeyQueue      = "queue"
-	KeyReason     = "reason"
-	KeyDuration   = "duration_ms"
-	KeyNotifyID   = "notification_id"
-	KeyHuntID     = "hunt_id"
-	KeyDelivery   = "delivery_count"
-	KeyMessageID  = "message_id"
-	KeyGuard      = "guard"
-	KeyCount      = "count"
-	KeyFunction   = "function"
-	KeyInvocation = "invocation_id"
+	KeyAlertID   = "alert_id"
+	KeyMachineID = "machine_id"
+	KeyRequestID = "request_id"
+	KeyActionID  = "action_id"
+	KeyDecision  = "decision"
+	KeyOutcome   = "outcome"
+	KeyDryRun    = "dry_run"
+	KeyRule      = "rule"
+	KeyQueue     = "queue"
+	KeyReason    = "reason"
+	KeyDuration  = "duration_ms"
+	KeyNotifyID  = "notification_id"
+	KeyHuntID    = "hunt_id"
+	KeyDelivery  = "delivery_count"
+	KeyMessageID = "message_id"
+	KeyGuard     = "guard"
+	KeyCount     = "count"
+	// KeyFunction is the attribute the wire server puts on every
+	// invocation's logger; the composition root uses it for the functions'.
+	KeyFunction = wire.AttrFunction
 )
 
 // permanentError marks an error that retrying cannot fix.
