@@ -18,7 +18,6 @@ import (
 const (
 	RequestTable = "requests"  // one row per isolation request: its state
 	LockKind     = "isolation" // store claim per machine: which request isolates it
-	AuditTable   = store.TableAudit
 )
 
 // Request states.
