@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -203,25 +204,16 @@ func loadSettings(getenv func(string) string) (*Settings, error) {
 			p.Add("MDEFLOW_NOTIFY_CHANNELS", "unknown channel %q (outbox, smtp, graphmail, teams, webhook)", c)
 		}
 	}
-	if has(s.Channels, "smtp") && s.SMTPHost == "" {
+	if slices.Contains(s.Channels, "smtp") && s.SMTPHost == "" {
 		p.Add("MDEFLOW_SMTP_HOST", "required by the smtp channel")
 	}
-	if has(s.Channels, "teams") && s.TeamsURL == "" {
+	if slices.Contains(s.Channels, "teams") && s.TeamsURL == "" {
 		p.Add("MDEFLOW_TEAMS_WEBHOOK_URL", "required by the teams channel")
 	}
-	if has(s.Channels, "webhook") && (s.WebhookURL == "" || len(s.WebhookSecret) < 16) {
+	if slices.Contains(s.Channels, "webhook") && (s.WebhookURL == "" || len(s.WebhookSecret) < 16) {
 		p.Add("MDEFLOW_WEBHOOK_URL", "the webhook channel needs MDEFLOW_WEBHOOK_URL and a MDEFLOW_WEBHOOK_SECRET of at least 16 characters")
 	}
 	return s, p.Err()
-}
-
-func has(list []string, v string) bool {
-	for _, x := range list {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // App is everything the functions need, built once per process.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -199,7 +200,7 @@ func featuresOf(s *Settings, p *mpolicy.Policy) auth.Features {
 		MachineLookup: true,
 		MDEHunting:    s.HuntAPI == "mde",
 		GraphHunting:  s.HuntAPI == "graph",
-		SendMail:      has(s.Channels, "graphmail"),
+		SendMail:      slices.Contains(s.Channels, "graphmail"),
 	}
 	for _, r := range p.Rules {
 		for _, a := range r.Actions {
