@@ -263,45 +263,7 @@ func verifyE2E(t *testing.T, ctx context.Context, st *stack, x *e2eExpect) e2eRe
 	}
 
 	// (a) One decision per alert, by the policy the severity calls for.
-	decisions, err := db.List(ctx, enrichalert.DecisionTable, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rep.Decisions = len(decisions)
-	decided := map[string]int{}
-	for _, e := range decisions {
-		var r enrichalert.Record
-		if err := json.Unmarshal(e.Data, &r); err != nil {
-			t.Fatalf("decision %s: %v", e.PartitionKey, err)
-		}
-		id := r.Decision.AlertID
-		if e.PartitionKey != store.EscapeKey(id) || e.RowKey != store.EscapeKey(id) {
-			t.Errorf("decision of %s stored under %s/%s", id, e.PartitionKey, e.RowKey)
-		}
-		decided[id]++
-		a, ok := x.Alerts[id]
-		switch {
-		case x.Ignored[id].ID != "":
-			t.Errorf("alert %s was processed but lies before checkpoint-overlap and must not be", id)
-			continue
-		case !ok:
-			t.Errorf("decision for unknown alert %s", id)
-			continue
-		}
-		want := ruleNotifyOthers
-		if a.Severity == mde.SeverityHigh {
-			want = ruleHighIsolate
-		}
-		if r.Decision.RuleID != want || r.Decision.MachineID != a.MachineID {
-			t.Errorf("alert %s (%s on %s): decision rule %q machine %s, want rule %q", id, a.Severity, a.MachineID,
-				r.Decision.RuleID, r.Decision.MachineID, want)
-		}
-	}
-	for id := range x.Alerts {
-		if decided[id] != 1 {
-			t.Errorf("alert %s has %d decisions, want 1", id, decided[id])
-		}
-	}
+	rep.Decisions = checkDecisions(t, ctx, db, x)
 
 	// (d) Every isolation request finished; one request per High alert.
 	reqs, err := db.List(ctx, isolatemachine.RequestTable, "")
@@ -463,4 +425,50 @@ func waitHandlerRunning(ctx context.Context, st *stack, launches int) error {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+}
+
+// checkDecisions checks that every expected alert has exactly one decision,
+// by the rule its severity calls for and on its own machine, and that no
+// ignored or unknown alert was decided. It returns the number of decisions.
+func checkDecisions(t *testing.T, ctx context.Context, db store.Backend, x *e2eExpect) int {
+	t.Helper()
+	decisions, err := db.List(ctx, enrichalert.DecisionTable, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	decided := map[string]int{}
+	for _, e := range decisions {
+		var r enrichalert.Record
+		if err := json.Unmarshal(e.Data, &r); err != nil {
+			t.Fatalf("decision %s: %v", e.PartitionKey, err)
+		}
+		id := r.Decision.AlertID
+		if e.PartitionKey != store.EscapeKey(id) || e.RowKey != store.EscapeKey(id) {
+			t.Errorf("decision of %s stored under %s/%s", id, e.PartitionKey, e.RowKey)
+		}
+		decided[id]++
+		a, ok := x.Alerts[id]
+		switch {
+		case x.Ignored[id].ID != "":
+			t.Errorf("alert %s was processed but lies before checkpoint-overlap and must not be", id)
+			continue
+		case !ok:
+			t.Errorf("decision for unknown alert %s", id)
+			continue
+		}
+		want := ruleNotifyOthers
+		if a.Severity == mde.SeverityHigh {
+			want = ruleHighIsolate
+		}
+		if r.Decision.RuleID != want || r.Decision.MachineID != a.MachineID {
+			t.Errorf("alert %s (%s on %s): decision rule %q machine %s, want rule %q", id, a.Severity, a.MachineID,
+				r.Decision.RuleID, r.Decision.MachineID, want)
+		}
+	}
+	for id := range x.Alerts {
+		if decided[id] != 1 {
+			t.Errorf("alert %s has %d decisions, want 1", id, decided[id])
+		}
+	}
+	return len(decisions)
 }

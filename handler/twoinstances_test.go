@@ -20,7 +20,6 @@ import (
 	"testing"
 	"time"
 
-	enrichalert "github.com/mdeflow/mdeflow/functions/EnrichAlert"
 	isolatemachine "github.com/mdeflow/mdeflow/functions/IsolateMachine"
 	"github.com/mdeflow/mdeflow/internal/fn"
 	"github.com/mdeflow/mdeflow/internal/localhost"
@@ -467,38 +466,7 @@ func verifyTwoInstances(t *testing.T, ctx context.Context, st *stack, db *store.
 	}
 
 	// Exactly one decision per alert, by the rule its severity calls for.
-	decisions, err := db.List(ctx, enrichalert.DecisionTable, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rep.Decisions = len(decisions)
-	decided := map[string]int{}
-	for _, e := range decisions {
-		var r enrichalert.Record
-		if err := json.Unmarshal(e.Data, &r); err != nil {
-			t.Fatalf("decision %s: %v", e.PartitionKey, err)
-		}
-		id := r.Decision.AlertID
-		decided[id]++
-		a, ok := x.Alerts[id]
-		if !ok {
-			t.Errorf("decision for unknown alert %s", id)
-			continue
-		}
-		want := ruleNotifyOthers
-		if a.Severity == mde.SeverityHigh {
-			want = ruleHighIsolate
-		}
-		if r.Decision.RuleID != want || r.Decision.MachineID != a.MachineID {
-			t.Errorf("alert %s (%s on %s): decision rule %q machine %s, want rule %q", id, a.Severity, a.MachineID,
-				r.Decision.RuleID, r.Decision.MachineID, want)
-		}
-	}
-	for id := range x.Alerts {
-		if decided[id] != 1 {
-			t.Errorf("alert %s has %d decisions, want 1", id, decided[id])
-		}
-	}
+	rep.Decisions = checkDecisions(t, ctx, db, x)
 
 	// One isolation request per High alert, every one done; per machine due
 	// isolation exactly one request reports the isolation succeeded, the
