@@ -129,7 +129,7 @@ func (f *Function) Invoke(ctx context.Context, inv *wire.Invocation) (wire.Resul
 		} else if err != nil {
 			return wire.Result{}, err
 		}
-		if err := followaction.Approve(ctx, f.Queue, st.Request, by); err != nil {
+		if err := followaction.Approve(ctx, f.Queue, st.Request); err != nil {
 			return wire.Result{}, err
 		}
 		f.Logger.Info("isolation approved", fn.KeyRequestID, requestID)

@@ -136,7 +136,7 @@ func (f *Function) expire(ctx context.Context, fl pipeline.ActionFollow) error {
 		// again in case that send was lost; its message id makes a
 		// duplicate harmless). Expiring it now would report "not isolated"
 		// for a machine Defender is isolating.
-		return Approve(ctx, f.Queue, st.Request, st.Request.Requestor)
+		return Approve(ctx, f.Queue, st.Request)
 	}
 	now := f.Now().UTC()
 	onExpiry := "deny"
@@ -149,18 +149,17 @@ func (f *Function) expire(ctx context.Context, fl pipeline.ActionFollow) error {
 		if _, err := s.Save(ctx, &st, etag, false); err != nil {
 			return fmt.Errorf("recording the expiry approval of %s: %w", st.Request.RequestID, err)
 		}
-		return Approve(ctx, f.Queue, st.Request, st.Request.Requestor)
+		return Approve(ctx, f.Queue, st.Request)
 	}
 	return s.Finish(ctx, f.Queue, &st, etag, pipeline.Outcome{Kind: pipeline.OutcomeExpired,
 		Reason: "no approver answered before the link expired; not isolated", At: now})
 }
 
-// Approve re-sends an isolation request marked approved.
-func Approve(ctx context.Context, q queue.Sender, r pipeline.IsolationRequest, by string) error {
+// Approve sends a request whose approval is already recorded in the store
+// back to the isolations queue (IsolateMachine reads the approval from the
+// store, never from the message).
+func Approve(ctx context.Context, q queue.Sender, r pipeline.IsolationRequest) error {
 	r.Approved = true
-	if r.Requestor == "" {
-		r.Requestor = by
-	}
 	body, err := json.Marshal(r)
 	if err != nil {
 		return err
