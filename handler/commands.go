@@ -67,15 +67,17 @@ func cmdLocalhost(ctx context.Context, args []string, getenv func(string) string
 	}
 	log := newLogger(stdout, "info")
 	host, err := localhost.New(localhost.Options{AppRoot: *appDir, Settings: settings, Addr: *addr, MasterKey: masterKey,
-		FunctionKey: functionKey, Logger: log, HandlerOutput: stdout})
+		FunctionKey: functionKey, Logger: log}) // the host's log carries the handler's lines once
 	if err != nil {
 		return err
 	}
 	if err := host.Start(ctx); err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "local host on http://%s (function key %s…; master key in MDEFLOW_LOCAL_MASTER_KEY or printed once: %s)\n",
-		*addr, functionKey[:6], masterKey)
+	// Local development keys (set MDEFLOW_LOCAL_FUNCTION_KEY and
+	// MDEFLOW_LOCAL_MASTER_KEY to choose them).
+	fmt.Fprintf(stderr, "local host on http://%s\n  function key (x-functions-key or ?code=): %s\n  master key (admin functions, /admin): %s\n",
+		*addr, functionKey, masterKey)
 	<-ctx.Done()
 	return host.Stop(context.Background())
 }

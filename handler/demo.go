@@ -229,6 +229,6 @@ func printOutcomes(w io.Writer, res demoResult) {
 	}
 	fmt.Fprintf(w, "isolate calls to Defender: %d (accepted %d)\n", res.IsolateCalls, res.AcceptedCalls)
 	if res.PendingApproval > 0 {
-		fmt.Fprintf(w, "waiting for approval: %d (the approval e-mails in the outbox carry the links)\n", res.PendingApproval)
+		fmt.Fprintf(w, "waiting for approval: %d (the approval e-mails in the outbox carry the links; run with --keep to read them)\n", res.PendingApproval)
 	}
 }
