@@ -58,5 +58,10 @@ func (f *Function) Invoke(ctx context.Context, inv *wire.Invocation) (wire.Resul
 		return wire.Result{}, fmt.Errorf("reading breaker: %w", err)
 	}
 	f.Logger.Debug("breaker read", fn.KeyFunction, Name)
-	return wire.JSONHTTPResponse("res", http.StatusOK, st), nil
+	return wire.JSONHTTPResponse("res", http.StatusOK, struct {
+		policy.BreakerState
+		// WindowText is Window for people ("1h0m0s"); Window stays in
+		// nanoseconds for programs.
+		WindowText string `json:"windowText"`
+	}{st, st.Window.String()}), nil
 }
