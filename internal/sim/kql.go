@@ -633,42 +633,23 @@ func (p *kqlParser) parseExpr() (kqlExpr, error) {
 }
 
 func (p *kqlParser) parseOrExpr() (kqlExpr, error) {
-	l, err := p.parseAndExpr()
-	if err != nil {
-		return nil, err
-	}
-	for p.acceptWord("or") {
-		r, err := p.parseAndExpr()
-		if err != nil {
-			return nil, err
-		}
-		ll := l
-		l = func(row map[string]any) (any, error) {
-			a, err := ll(row)
-			if err != nil {
-				return nil, err
-			}
-			if b, _ := a.(bool); b {
-				return true, nil
-			}
-			c, err := r(row)
-			if err != nil {
-				return nil, err
-			}
-			b, _ := c.(bool)
-			return b, nil
-		}
-	}
-	return l, nil
+	return p.parseLogic("or", true, p.parseAndExpr)
 }
 
 func (p *kqlParser) parseAndExpr() (kqlExpr, error) {
-	l, err := p.parseCmp()
+	return p.parseLogic("and", false, p.parseCmp)
+}
+
+// parseLogic parses operand (word operand)* into a short-circuit boolean:
+// "or" stops at the first true operand (shortOn true), "and" at the first
+// false one.
+func (p *kqlParser) parseLogic(word string, shortOn bool, operand func() (kqlExpr, error)) (kqlExpr, error) {
+	l, err := operand()
 	if err != nil {
 		return nil, err
 	}
-	for p.acceptWord("and") {
-		r, err := p.parseCmp()
+	for p.acceptWord(word) {
+		r, err := operand()
 		if err != nil {
 			return nil, err
 		}
@@ -678,8 +659,8 @@ func (p *kqlParser) parseAndExpr() (kqlExpr, error) {
 			if err != nil {
 				return nil, err
 			}
-			if b, _ := a.(bool); !b {
-				return false, nil
+			if b, _ := a.(bool); b == shortOn {
+				return shortOn, nil
 			}
 			c, err := r(row)
 			if err != nil {
