@@ -21,7 +21,6 @@ import (
 	"time"
 
 	isolatemachine "github.com/mdeflow/mdeflow/functions/IsolateMachine"
-	"github.com/mdeflow/mdeflow/internal/fn"
 	"github.com/mdeflow/mdeflow/internal/localhost"
 	"github.com/mdeflow/mdeflow/internal/mde"
 	"github.com/mdeflow/mdeflow/internal/notify"
@@ -457,13 +456,7 @@ func verifyTwoInstances(t *testing.T, ctx context.Context, st *stack, db *store.
 	due := x.dueMachines()
 
 	// The handler's dead-letter log (permanent errors) is empty.
-	dls, err := db.List(ctx, fn.DeadLetterTable, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range dls {
-		t.Errorf("dead-letter log: %s", e.Data)
-	}
+	checkNoDeadLetters(t, ctx, db)
 
 	// Exactly one decision per alert, by the rule its severity calls for.
 	rep.Decisions = checkDecisions(t, ctx, db, x)
